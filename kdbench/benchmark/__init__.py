@@ -1,0 +1,1 @@
+"""Grid spec → plan (a DAG of jobs) → execution: train, evaluate, profile, store."""

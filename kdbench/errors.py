@@ -1,0 +1,22 @@
+"""Errors kdbench reports to users.
+
+Every :class:`KdbenchError` is a mistake in the user's input (a grid file, a name, a
+dataset on disk) or a failed job; the CLI prints it as one line and exits non-zero,
+never with a traceback.
+"""
+
+
+class KdbenchError(Exception):
+    """An error whose message is complete in one line and meant for the user."""
+
+
+class ConfigError(KdbenchError):
+    """A grid file or a ``--set`` override is invalid."""
+
+
+class UnknownNameError(KdbenchError):
+    """A name that no registry knows."""
+
+
+class DatasetError(KdbenchError):
+    """A dataset on disk is missing, malformed or inconsistent."""

@@ -1,0 +1,43 @@
+"""Attention transfer (Zagoruyko & Komodakis, ICLR 2017)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from kdbench.methods import register_method
+from kdbench.methods.base import Method, resize_to
+
+
+def attention_map(feature: torch.Tensor, p: float = 2.0) -> torch.Tensor:
+    """``a(F) = L2-normalise(flatten(mean_c F^p))`` → ``(B, positions)``."""
+    return F.normalize(feature.pow(p).mean(dim=1).flatten(1), dim=1)
+
+
+@register_method("at")
+class AT(Method):
+    """Attention transfer: match L2-normalised spatial attention maps (Zagoruyko 2017).
+
+    ``L = Σ_layers mean_{b, positions} (a_s − a_t)²`` with ``a(F) = normalise(mean_c F^p)``,
+    p = 2; the student's feature is bilinearly resized to the teacher's size first.
+    Default layers ``low`` and ``high``, weight 1000 per layer (mdistiller/RepDistiller).
+    """
+
+    def __init__(self, layers: tuple[str, ...] = ("low", "high"), p: float = 2.0,
+                 weight: float = 1000.0, **common):
+        super().__init__(**common)
+        self.layers = tuple(layers)
+        self.p = p
+        self.weight = weight
+
+    @property
+    def taps(self):
+        return self.layers
+
+    def forward(self, student, teacher, batch):
+        total = 0.0
+        for role in self.layers:
+            f_t = teacher.features[role]
+            f_s = resize_to(student.features[role], f_t.shape[2:])
+            total = total + (attention_map(f_s, self.p) - attention_map(f_t, self.p)).pow(2).mean()
+        return {"at": self.weight * total}

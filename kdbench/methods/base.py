@@ -1,0 +1,121 @@
+"""The interface every distillation method implements.
+
+A method is an ``nn.Module`` built with its hyper-parameters and the feature roles of
+the student and teacher it will see.  Each training step it receives both networks'
+:class:`Outputs` (logits plus the features it asked for by role) and the
+:class:`Batch`, and returns a dict of named, already-weighted loss terms; the trainer
+adds them to the segmentation loss and logs each one.  Trainable modules a method owns
+(adapters, projection heads) are optimised with the student and never counted as the
+student.  See ``docs/adding-a-method.md`` for a worked example.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import ClassVar, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdbench.models.roles import FeatureRole
+
+
+@dataclass
+class Outputs:
+    """What a network produced for a batch: logits ``(B, C, *spatial)`` and tapped features."""
+
+    logits: torch.Tensor
+    features: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class Batch:
+    """The batch a step trains on, and where the step stands in training."""
+
+    image: torch.Tensor
+    label: torch.Tensor
+    step: int = 0
+    total_steps: int = 1
+    ignore_index: int | None = None
+
+    @property
+    def progress(self) -> float:
+        """Fraction of training done, in [0, 1]."""
+        return min(1.0, self.step / max(1, self.total_steps))
+
+    def valid_mask(self) -> torch.Tensor | None:
+        """``(B, *spatial)`` bool mask of non-ignored pixels, or ``None`` when nothing is ignored."""
+        if self.ignore_index is None:
+            return None
+        return self.label != self.ignore_index
+
+
+class Method(nn.Module, ABC):
+    """Base class of distillation methods.
+
+    Subclasses set ``roles`` (the feature roles they read from both networks), take
+    their hyper-parameters as keyword arguments of ``__init__`` (after the three
+    common ones), and implement :meth:`forward`.
+    """
+
+    roles: ClassVar[tuple[str, ...]] = ()
+    requires_teacher: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        student_roles: dict[str, FeatureRole] | None = None,
+        teacher_roles: dict[str, FeatureRole] | None = None,
+        num_classes: int = 2,
+    ):
+        super().__init__()
+        self.student_roles = dict(student_roles or {})
+        self.teacher_roles = dict(teacher_roles or {})
+        self.num_classes = num_classes
+
+    @property
+    def taps(self) -> tuple[str, ...]:
+        """Feature roles to tap on both networks (may depend on hyper-parameters)."""
+        return tuple(self.roles)
+
+    @abstractmethod
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, torch.Tensor]:
+        """Named, weighted loss terms for this step."""
+
+    def trainable_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters optimised together with the student (adapters, heads)."""
+        return self.parameters()
+
+    def after_step(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, float]:
+        """Hook run after the student's optimiser step (e.g. a discriminator update)."""
+        return {}
+
+
+def resize_to(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """Bilinear (trilinear for 3D) resize of ``(B, C, *spatial)`` to ``size``; no-op when equal."""
+    if tuple(x.shape[2:]) == tuple(size):
+        return x
+    mode = "bilinear" if x.dim() == 4 else "trilinear"
+    return F.interpolate(x, size=size, mode=mode, align_corners=False)
+
+
+def resize_labels(label: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """Nearest resize of an integer label map ``(B, *spatial)`` to ``size``."""
+    if tuple(label.shape[1:]) == tuple(size):
+        return label
+    return F.interpolate(label[:, None].float(), size=size, mode="nearest")[:, 0].long()
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``values`` over positions where ``mask`` is true (all positions if ``None``)."""
+    if mask is None:
+        return values.mean()
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def conv1x1(in_channels: int, out_channels: int, dims: int = 2) -> nn.Module:
+    """A 1×1 adapter without bias (2D or 3D)."""
+    conv = nn.Conv2d if dims == 2 else nn.Conv3d
+    return conv(in_channels, out_channels, kernel_size=1, bias=False)
