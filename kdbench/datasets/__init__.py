@@ -20,6 +20,7 @@ def list_datasets(pattern: str = "*") -> list[str]:
 
 
 from kdbench.datasets import phantom  # noqa: E402,F401  (registers)
+from kdbench.datasets import acdc, cvc, folder, idrid, isic, kits, lits, msd, segthor  # noqa: E402,F401  (register)
 
 __all__ = ["DATASETS", "Case", "SegDataset", "SliceDataset", "create_dataset", "list_datasets",
            "register_dataset"]

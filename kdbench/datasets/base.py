@@ -20,12 +20,24 @@ from kdbench.errors import DatasetError
 
 @dataclass
 class Case:
-    """One case: image ``(S, C, H, W)`` float32, label ``(S, H, W)`` int64, spacing (z, y, x) mm."""
+    """One case: image ``(S, C, H, W)`` float32, label ``(S, H, W)`` int64, spacing (z, y, x) mm.
+
+    ``spacing`` is the spacing of the arrays held (after in-plane resampling to
+    ``image_size``).  File datasets serve labels as uint8 arrays memory-mapped from the
+    preparation cache (:class:`SliceDataset` returns them as int64); they also fill
+    ``eval_label`` — the label ``(S, H0, W0)`` at the original in-plane resolution — and
+    ``eval_spacing``, its spacing, so that a prediction resized back to ``(H0, W0)``
+    (nearest neighbour, see :func:`kdbench.datasets.transforms.to_eval_resolution`) is
+    scored per case at the original spacing.  Both stay ``None`` where the arrays held
+    are already the ones to evaluate (phantom; 2D images unless asked otherwise).
+    """
 
     case_id: str
     image: np.ndarray
     label: np.ndarray
     spacing: tuple[float, float, float]
+    eval_label: np.ndarray | None = None
+    eval_spacing: tuple | None = None
 
 
 class SegDataset(ABC):
@@ -39,6 +51,9 @@ class SegDataset(ABC):
     default_targets: dict[str, tuple[int, ...]] = {"foreground": (1,)}
     in_channels: int = 1
     is_volume: bool = True
+    #: fraction of cases held out for testing when ``folds == 1`` and there is no
+    #: official split (``None``: the protocol's default); see ``kdbench.benchmark.splits``
+    holdout: float | None = None
 
     def __init__(self, root: str | None = None, image_size: int = 64, targets=None):
         self.root = root
@@ -102,4 +117,4 @@ class SliceDataset(Dataset):
     def __getitem__(self, i: int):
         ci, s = self.index[i]
         case = self.cases[ci]
-        return torch.from_numpy(case.image[s]), torch.from_numpy(case.label[s])
+        return torch.from_numpy(case.image[s]), torch.from_numpy(np.asarray(case.label[s], dtype=np.int64))

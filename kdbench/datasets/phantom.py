@@ -44,13 +44,13 @@ def make_phantom_case(index: int, seed: int, size: int, slices: int, noise: floa
 
     body_r = rng.uniform(0.8, 0.95, size=2)
     organ_c = rng.uniform(-0.2, 0.2, size=2)
-    organ_r = rng.uniform(0.35, 0.55, size=2)
+    organ_r = rng.uniform(0.4, 0.6, size=2)
     organ_rz = rng.uniform(0.9, 1.4)
     warp_amp, warp_phase = rng.uniform(0.05, 0.15), rng.uniform(0, 2 * np.pi)
     n_tumours = int(rng.integers(1, 3))
     tumours = []
     for _ in range(n_tumours):
-        r = rng.uniform(0.07, 0.18)
+        r = rng.uniform(0.1, 0.22)
         offset = rng.uniform(-0.5, 0.5, size=2) * (organ_r - r)
         tumours.append((organ_c + offset, r, rng.uniform(-0.4, 0.4), rng.uniform(0.5, 0.9)))
     texture = _smooth_field(rng, 4 * yy, 4 * xx, terms=4)
@@ -98,7 +98,7 @@ class Phantom(SegDataset):
     is_volume = True
 
     def __init__(self, root: str | None = None, image_size: int = 64, targets=None, cases: int = 24,
-                 slices: int = 8, seed: int = 0, noise: float = 0.12, contrast: float = 0.2):
+                 slices: int = 8, seed: int = 0, noise: float = 0.1, contrast: float = 0.3):
         super().__init__(root=root, image_size=image_size, targets=targets)
         if cases < 2:
             raise DatasetError(f"phantom: cases = {cases}; needs at least 2 (one to train, one to test)")

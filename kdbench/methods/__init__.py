@@ -35,9 +35,8 @@ def create_method(name: str, student_roles=None, teacher_roles=None, num_classes
     """Build the registered method ``name`` with hyper-parameter overrides ``params``."""
     allowed = method_params(name)
     cls = METHODS.get(name).obj
-    accepts_any = any(p.kind == p.VAR_KEYWORD for p in inspect.signature(cls.__init__).parameters.values())
     unknown = [k for k in params if k not in allowed]
-    if unknown and not accepts_any:
+    if unknown:  # every method takes ``**common``, so its signature alone cannot refuse them
         raise ConfigError(
             f"method '{name}' has no parameter '{unknown[0]}' (allowed: {', '.join(allowed) or 'none'})"
         )
@@ -49,7 +48,8 @@ def list_methods(pattern: str = "*") -> list[str]:
     return METHODS.names(pattern)
 
 
-from kdbench.methods import at, compose, kd, none  # noqa: E402,F401  (register)
+from kdbench.methods import (  # noqa: E402,F401  (register)
+    at, cirkd, compose, cwd, dkd, emkd, fitnet, ifvd, kd, local, mimic, none, pa, skd, spkd)
 
 __all__ = ["METHODS", "Batch", "Method", "Outputs", "create_method", "list_methods",
            "method_params", "register_method"]

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from kdbench.methods import register_method
-from kdbench.methods.base import Method, resize_to
+from kdbench.methods.base import Method, detached, resize_to
 
 
 def attention_map(feature: torch.Tensor, p: float = 2.0) -> torch.Tensor:
@@ -18,9 +18,14 @@ def attention_map(feature: torch.Tensor, p: float = 2.0) -> torch.Tensor:
 class AT(Method):
     """Attention transfer: match L2-normalised spatial attention maps (Zagoruyko 2017).
 
-    ``L = Σ_layers mean_{b, positions} (a_s − a_t)²`` with ``a(F) = normalise(mean_c F^p)``,
-    p = 2; the student's feature is bilinearly resized to the teacher's size first.
-    Default layers ``low`` and ``high``, weight 1000 per layer (mdistiller/RepDistiller).
+    Zagoruyko & Komodakis, "Paying more attention to attention", ICLR 2017, Sec. 3.1
+    (activation-based attention transfer):
+    ``L = Σ_layers mean_{b, positions} (a_s − a_t)²`` with
+    ``a(F) = L2-normalise(flatten(mean_c F^p))``.  The student's feature is bilinearly
+    resized to the teacher's size first (mdistiller instead pools the larger map down).
+
+    Defaults: ``p = 2``; layers ``low`` and ``high``; ``weight = 1000`` per layer
+    (mdistiller/RepDistiller; CIRKD uses 10000 on one layer).  Taps ``layers``.
     """
 
     def __init__(self, layers: tuple[str, ...] = ("low", "high"), p: float = 2.0,
@@ -35,6 +40,7 @@ class AT(Method):
         return self.layers
 
     def forward(self, student, teacher, batch):
+        teacher = detached(teacher)
         total = 0.0
         for role in self.layers:
             f_t = teacher.features[role]

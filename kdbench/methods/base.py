@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdbench.errors import KdbenchError
 from kdbench.models.roles import FeatureRole
 
 
@@ -119,3 +120,79 @@ def conv1x1(in_channels: int, out_channels: int, dims: int = 2) -> nn.Module:
     """A 1×1 adapter without bias (2D or 3D)."""
     conv = nn.Conv2d if dims == 2 else nn.Conv3d
     return conv(in_channels, out_channels, kernel_size=1, bias=False)
+
+
+def detached(outputs: Outputs) -> Outputs:
+    """``outputs`` cut from the autograd graph: no method term may send gradients to a teacher."""
+    return Outputs(outputs.logits.detach(), {k: v.detach() for k, v in outputs.features.items()})
+
+
+def labels_at(batch: Batch, size: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The batch's labels nearest-resized to ``size`` and the valid mask there.
+
+    The mask is ``None`` when nothing is ignored; ignored pixels are relabelled 0 so
+    they can index safely (callers mask them out with the returned mask).
+    """
+    label = resize_labels(batch.label, size)
+    if batch.ignore_index is None:
+        return label, None
+    mask = label != batch.ignore_index
+    return label.where(mask, torch.zeros_like(label)), mask
+
+
+def pointwise(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Apply a 2D pointwise module (1×1 convs, ``BatchNorm2d``, activations) to a 2D or 3D map.
+
+    A 3D map ``(B, C, D, H, W)`` is viewed as the 2D map ``(B, C, D, H·W)``: a 1×1
+    convolution and batch statistics see exactly the same positions either way.
+    """
+    if x.dim() == 4:
+        return module(x)
+    return module(x.flatten(3)).unflatten(3, x.shape[3:])
+
+
+def role_adapters(student_roles: dict[str, FeatureRole], teacher_roles: dict[str, FeatureRole],
+                  layers: tuple[str, ...], identity_if_equal: bool = False) -> nn.ModuleDict:
+    """One 1×1 adapter (no bias) per role, student channels → teacher channels.
+
+    Roles that either side does not declare get none (a method built without roles,
+    e.g. to validate a grid, is complete but cannot run); ``identity_if_equal`` puts
+    ``nn.Identity`` where the channel counts already agree.
+    """
+    adapters = {}
+    for role in layers:
+        if role in student_roles and role in teacher_roles:
+            cs, ct = student_roles[role].channels, teacher_roles[role].channels
+            adapters[role] = nn.Identity() if identity_if_equal and cs == ct else conv1x1(cs, ct)
+    return nn.ModuleDict(adapters)
+
+
+def adapt(adapters: nn.ModuleDict, role: str, x: torch.Tensor) -> torch.Tensor:
+    """Apply the adapter (or head) of ``role`` to the student feature ``x`` (2D or 3D)."""
+    if role not in adapters:
+        raise KdbenchError(
+            f"no adapter for feature role '{role}': build the method with the student's and "
+            "teacher's feature roles (student_roles=..., teacher_roles=...)"
+        )
+    first = next((m for m in adapters[role].modules() if isinstance(m, nn.Conv2d)), None)
+    expected = x.shape[1] if first is None else first.in_channels
+    if x.shape[1] != expected:
+        raise KdbenchError(f"the student's '{role}' feature has {x.shape[1]} channels, "
+                           f"but its feature role declares {expected}")
+    return pointwise(adapters[role], x)
+
+
+def class_masks(label: torch.Tensor, mask: torch.Tensor | None, num_classes: int) -> torch.Tensor:
+    """One-hot class masks ``(B, K, positions)`` of a label map, zero at ignored positions."""
+    masks = F.one_hot(label.flatten(1), num_classes).transpose(1, 2).float()
+    return masks if mask is None else masks * mask.flatten(1)[:, None].float()
+
+
+def class_prototypes(feature: torch.Tensor, masks: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Per image and class, the mean feature over the class's positions ``(B, K, C)``.
+
+    ``feature`` is ``(B, C, positions)``, ``masks`` ``(B, K, positions)``;
+    ``r_k = Σ F·m_k / (Σ m_k + eps)`` (a zero vector for an absent class).
+    """
+    masks = masks.to(feature.dtype)
+    return masks @ feature.transpose(1, 2) / (masks.sum(dim=2, keepdim=True) + eps)

@@ -8,9 +8,17 @@ from kdbench.methods import register_method
 from kdbench.methods.base import Method
 
 
-@register_method("compose")
+@register_method("compose", example="{compose: [kd, at], label: kd+at}")
 class Compose(Method):
-    """Sum of several methods' terms, each method with its own weights and taps."""
+    """Sum of several methods' terms, each method with its own weights and taps.
+
+    ``{compose: [kd, {name: at, weight: 100}], label: kd+at}`` in a grid builds
+    ``create_method("compose", methods=["kd", {"name": "at", "weight": 100}])``: each
+    part is a method name or a mapping with ``name``, an optional ``label`` and that
+    method's hyper-parameters.  Terms are logged as ``<label>.<term>``; the taps are
+    the union of the parts' taps, the trainable parameters and ``after_step`` those of
+    every part.
+    """
 
     def __init__(self, methods: list | tuple = (), **common):
         super().__init__(**common)

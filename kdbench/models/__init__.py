@@ -26,7 +26,10 @@ def list_models(pattern: str = "*") -> list[str]:
     return MODELS.names(pattern)
 
 
-from kdbench.models import unet  # noqa: E402,F401  (registers)
+from kdbench.models import (  # noqa: E402,F401  (register)
+    deeplab, enet, ens_dilated, ens_resnet, espnet, mobilenetv2, pspnet, raunet, resnet,
+    transunet, unet, unetpp,
+)
 
 __all__ = ["MODELS", "ROLES", "FeatureRole", "FeatureTaps", "create_model", "feature_roles",
            "list_models", "register_model"]

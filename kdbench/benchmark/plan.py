@@ -1,0 +1,158 @@
+"""Grid → plan: a DAG of jobs whose ids hash their resolved configuration.
+
+Jobs, each depending only on what it consumes:
+
+* ``teacher`` — train a teacher once per (dataset, fold, seed);
+* ``student`` — train a student with a method; ``none`` (the baseline) needs no
+  teacher, every other method depends on its teacher's job;
+* ``evaluate`` — per-case metrics of one trained model on its fold's test cases;
+* ``profile`` — params, FLOPs, latency and memory of one architecture at the input size.
+
+A job's id is ``<kind>-<model>[-<method>]-<hash>``, the hash covering everything that
+changes its result (the dependencies' ids included); display labels are kept in
+``meta`` and never hashed, so renaming a row does not retrain anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+
+from kdbench.benchmark.grid import BudgetSpec, GridSpec, ModelSpec, TrainSpec
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work."""
+
+    id: str
+    kind: str
+    config: dict
+    deps: tuple[str, ...] = ()
+    meta: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Job":
+        return cls(data["id"], data["kind"], data["config"], tuple(data["deps"]), data.get("meta", {}))
+
+
+@dataclass
+class Plan:
+    """All jobs of a grid at one budget, in an order where dependencies come first."""
+
+    grid: GridSpec
+    budget: str
+    jobs: list[Job]
+
+    def job(self, job_id: str) -> Job:
+        return next(j for j in self.jobs if j.id == job_id)
+
+    def of_kind(self, kind: str) -> list[Job]:
+        return [j for j in self.jobs if j.kind == kind]
+
+
+def config_hash(config: dict) -> str:
+    """A short stable hash of a JSON-able config."""
+    return hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+]+", "_", text).strip("_")
+
+
+def make_job(kind: str, name: str, config: dict, deps: tuple[str, ...] = (), meta: dict | None = None) -> Job:
+    config = {"kind": kind, **config, "deps": list(deps)}
+    return Job(f"{kind}-{_slug(name)}-{config_hash(config)}", kind, config, deps, meta or {})
+
+
+def resolve_recipe(recipe: TrainSpec, budget: BudgetSpec) -> dict:
+    """The recipe with the budget's caps applied."""
+    out = recipe.model_dump()
+    if budget.epochs is not None:
+        out["epochs"] = min(out["epochs"], budget.epochs)
+    if budget.image_size is not None:
+        out["image_size"] = min(out["image_size"], budget.image_size)
+    if budget.max_steps is not None:
+        out["max_steps"] = min(out["max_steps"] or budget.max_steps, budget.max_steps)
+    return out
+
+
+def _model_config(spec: ModelSpec, budget: BudgetSpec, in_channels: int, num_classes: int) -> dict:
+    return {"name": spec.name, "width": spec.width * budget.width, "options": spec.options,
+            "in_channels": in_channels, "num_classes": num_classes}
+
+
+def build_plan(grid: GridSpec, budget: str | None = None, device: str = "cpu") -> Plan:
+    """Expand ``grid`` at ``budget`` (default: the grid's) into jobs."""
+    from kdbench.datasets import create_dataset
+    from kdbench.methods import METHODS
+
+    budget_name = budget or grid.budget
+    b = grid.budget_spec(budget_name)
+    student_recipe = resolve_recipe(grid.train, b)
+    teacher_recipe = resolve_recipe(grid.teacher_recipe(), b)
+    image_size = student_recipe["image_size"]
+    folds = grid.protocol.fold_ids[: b.folds] if b.folds else grid.protocol.fold_ids
+    seeds = grid.protocol.seeds[: b.seeds] if b.seeds else grid.protocol.seeds
+
+    jobs: list[Job] = []
+    profiled: dict[str, Job] = {}
+
+    def profile_job(model: dict, label: str, dataset: str) -> str:
+        shape = [1, model["in_channels"], image_size, image_size]
+        job = make_job("profile", model["name"], {"model": model, "input": shape, "device": device},
+                       meta={"model": model["name"], "model_label": label, "dataset": dataset})
+        if job.id not in profiled:
+            profiled[job.id] = job
+            jobs.append(job)
+        return job.id
+
+    for ds in grid.datasets:
+        dataset = create_dataset(ds.name, root=ds.root, image_size=image_size, targets=ds.targets, **ds.options)
+        data = {"name": ds.name, "root": ds.root, "options": ds.options, "image_size": image_size,
+                "targets": {k: list(v) for k, v in dataset.targets.items()}}
+        c_in, n_cls = dataset.in_channels, dataset.num_classes
+        for fold in folds:
+            split = {"folds": grid.protocol.folds, "fold": fold, "seed": grid.protocol.split_seed,
+                     "test_fraction": grid.protocol.test_fraction, "max_cases": b.max_cases}
+            for seed in seeds:
+                common = {"dataset": data, "split": split, "seed": seed}
+                where = {"dataset": ds.name, "fold": fold, "seed": seed}
+
+                def evaluate(train: Job) -> None:
+                    jobs.append(make_job("evaluate", train.config["model"]["name"], {"train": train.id, **common},
+                                         deps=(train.id,), meta=train.meta))
+
+                teacher_jobs: dict[str, Job] = {}
+                for t in grid.teachers:
+                    model = _model_config(t, b, c_in, n_cls)
+                    meta = {**where, "role": "teacher", "model": t.name, "model_label": t.display,
+                            "profile": profile_job(model, t.display, ds.name)}
+                    job = make_job("teacher", t.name, {**common, "model": model, "train": teacher_recipe}, meta=meta)
+                    teacher_jobs[t.display] = job
+                    jobs.append(job)
+                    evaluate(job)
+                for s in grid.students:
+                    model = _model_config(s, b, c_in, n_cls)
+                    prof = profile_job(model, s.display, ds.name)
+                    for m in grid.methods:
+                        uses_teacher = METHODS.get(m.name).obj.requires_teacher
+                        pairs = teacher_jobs.items() if uses_teacher else [(None, None)]
+                        for t_label, t_job in pairs:
+                            config = {**common, "model": model, "train": student_recipe,
+                                      "method": {"name": m.name, "params": m.params},
+                                      "teacher": t_job.id if t_job else None}
+                            meta = {**where, "role": "student", "model": s.name, "model_label": s.display,
+                                    "method": m.name, "method_label": m.label, "teacher_label": t_label,
+                                    "teacher": t_job.meta["model"] if t_job else None, "profile": prof}
+                            job = make_job("student", f"{s.name}-{m.label}", config,
+                                           deps=(t_job.id,) if t_job else (), meta=meta)
+                            jobs.append(job)
+                            evaluate(job)
+    unique = list({j.id: j for j in jobs}.values())
+    return Plan(grid, budget_name, unique)

@@ -1,0 +1,1 @@
+"""Results table → markdown leaderboards, with the papers' published numbers beside them."""
