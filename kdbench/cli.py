@@ -15,6 +15,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from kdbench.errors import KdbenchError
@@ -23,6 +24,15 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Benchmark knowledge distillation for medical image segmentation.")
 out = Console()
 err = Console(stderr=True)
+
+
+def _mount_datasets_app() -> None:
+    from kdbench.datasets.cli import datasets_app
+
+    app.add_typer(datasets_app, name="datasets")
+
+
+_mount_datasets_app()
 
 
 class Budget(str, Enum):
@@ -74,6 +84,8 @@ def list_(kind: Kind = typer.Argument(..., help="methods, models or datasets"),
     table = Table(show_header=True, header_style="bold")
     table.add_column(kind.value[:-1])
     if kind is Kind.models:
+        import torch
+
         from kdbench.benchmark.profile import count_params
         from kdbench.models import create_model
 
@@ -82,7 +94,8 @@ def list_(kind: Kind = typer.Argument(..., help="methods, models or datasets"),
     for entry in registry.entries(pattern):
         cells = [entry.name]
         if kind is Kind.models:
-            cells.append(f"{count_params(create_model(entry.name)) / 1e6:.3g}")
+            with torch.device("meta"):  # shapes only: no weights are allocated
+                cells.append(f"{count_params(create_model(entry.name)) / 1e6:.3g}")
         table.add_row(*cells, entry.description)
     out.print(table)
 
@@ -160,7 +173,7 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except KdbenchError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False)
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

@@ -13,8 +13,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
-from kdbench.benchmark.evaluate import case_metrics
+from kdbench.benchmark.evaluate import case_metrics, evaluate_model
 from kdbench.benchmark.splits import dataset_split, kfold_cases, split_cases
 from kdbench.datasets import SliceDataset, create_dataset, fakes
 from kdbench.datasets.check import check_dataset
@@ -159,6 +160,30 @@ def test_perfect_prediction_scores_one(tmp_path):
         hd95 = {r["target"]: r["value"] for r in rows if r["metric"] == "hd95"}
         assert dice == {"kidney": 1.0, "tumour": 1.0}
         assert hd95["kidney"] == 0.0
+
+
+class Oracle(torch.nn.Module):
+    """A "model" that returns one-hot logits of the true label of every slice it was shown."""
+
+    def __init__(self, cases, num_classes: int):
+        super().__init__()
+        self.table = {np.asarray(c.image[s]).tobytes(): np.asarray(c.label[s]) for c in cases
+                      for s in range(c.image.shape[0])}
+        self.num_classes = num_classes
+
+    def forward(self, x):
+        labels = torch.stack([torch.from_numpy(self.table[im.numpy().tobytes()].astype(np.int64)) for im in x])
+        return torch.nn.functional.one_hot(labels, self.num_classes).permute(0, 3, 1, 2).float()
+
+
+def test_perfect_model_through_the_evaluator(tmp_path):
+    root = fakes.make_lits(tmp_path / "lits")
+    ds = create_dataset("lits17", root=str(root), image_size=24)
+    cases = [ds.load_case(c) for c in ds.case_ids()]
+    frame = evaluate_model(Oracle(cases, ds.num_classes), cases, ds.targets, torch.device("cpu"))
+    dice = frame[frame.metric == "dice"]
+    assert len(dice) == 3 * 2 and (dice.value == 1.0).all()
+    assert set(frame.case_id) == {"lits_000", "lits_001", "lits_002"}
 
 
 def test_resampled_prediction_and_spacing_reach_hd95(tmp_path):
@@ -349,11 +374,15 @@ def test_missing_label_file(tmp_path):
 
 def test_shape_mismatch(tmp_path):
     root = fakes.make_kits(tmp_path / "kits")
+    ds = create_dataset("kits19", root=str(root), image_size=16)
+    prepare_dataset(ds)
+    before = prepared_dirs(ds)
     _, label = fakes.synthetic_volume((4, 20, 24), seed=1, slice_axis=0)
     bad = fakes.save_nifti(root / "data/case_00001/segmentation.nii.gz", label, (3.0, 0.78, 0.78))
     with pytest.raises(DatasetError, match="does not match") as info:
         create_dataset("kits19", root=str(root), image_size=16).case_ids()
     assert_one_line_naming(info.value, bad)
+    assert prepared_dirs(ds) == {k: v for k, v in before.items() if k != "case_00001"}
 
 
 def test_affine_mismatch(tmp_path):
@@ -500,3 +529,16 @@ def test_phantom_is_not_prepared():
     with pytest.raises(KdbenchError, match="nothing to prepare"):
         prepare_dataset(create_dataset("phantom", cases=2, slices=2, image_size=16))
     assert check_dataset(create_dataset("phantom", cases=2, slices=2, image_size=16)) == []
+
+
+def test_parallel_preparation_matches_serial(tmp_path):
+    root = fakes.make_kits(tmp_path / "kits")
+    serial = create_dataset("kits19", root=str(root), image_size=16, cache_dir=str(tmp_path / "serial"))
+    parallel = create_dataset("kits19", root=str(root), image_size=16, cache_dir=str(tmp_path / "parallel"))
+    seen = []
+    prepare_dataset(serial)
+    prepare_dataset(parallel, workers=2, progress=lambda done, total, case: seen.append((done, total)))
+    assert sorted(seen) == [(1, 3), (2, 3), (3, 3)]
+    for case_id in serial.case_ids():
+        a, b = serial.load_case(case_id), parallel.load_case(case_id)
+        assert np.array_equal(a.image, b.image) and np.array_equal(a.eval_label, b.eval_label)

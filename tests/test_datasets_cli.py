@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -18,6 +19,15 @@ from kdbench.datasets.cli import datasets_app, parse_sets
 def cache(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"
+
+
+@pytest.fixture
+def one_thread():
+    """Train on one thread: tiny models gain nothing from more, and lose a lot on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def test_parse_sets():
@@ -61,7 +71,7 @@ def test_errors_are_one_red_line_and_status_2(tmp_path, args, message):
     assert "Traceback" not in result.output
 
 
-def test_grid_runs_end_to_end_on_a_fake_dataset(tmp_path):
+def test_grid_runs_end_to_end_on_a_fake_dataset(tmp_path, one_thread):
     from kdbench.cli import app
 
     root = fakes.make_kits(tmp_path / "kits", cases=5)

@@ -4,7 +4,7 @@ Slices are predicted in order and reassembled into the case's volume; metrics ar
 computed per case (volume) and per target (a set of label values), as in EMKD
 ("dice per case").  When a case carries its label at the original resolution
 (``eval_label``/``eval_spacing``), the prediction is resized back (nearest) and
-compared there.  Overlap metrics come from voxel counts; surface distances (mm,
+compared there (``kdbench.datasets.transforms.to_eval_resolution``).  Overlap metrics come from voxel counts; surface distances (mm,
 spacing-aware) from MONAI.  Conventions (nnU-Net's): an empty reference with an empty
 prediction gives NaN for every metric (skipped in means); an empty reference with a
 non-empty prediction gives Dice = IoU = 0; HD95 and ASSD are NaN unless both masks are
@@ -19,11 +19,11 @@ import warnings
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
 from torch import nn
 
 from kdbench.datasets.base import Case
+from kdbench.datasets.transforms import to_eval_resolution
 
 METRICS = ("dice", "iou", "voe", "rvd", "hd95", "assd")
 LOWER_IS_BETTER = {"voe", "rvd", "hd95", "assd"}
@@ -40,14 +40,6 @@ def predict_case(model: nn.Module, case: Case, device: torch.device, batch_size:
             logits = model(x)
         out.append(logits.float().argmax(1).cpu())
     return torch.cat(out).numpy()
-
-
-def restore_resolution(pred: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Nearest resize of a label volume ``(S, h, w)`` to in-plane ``shape``."""
-    if pred.shape[1:] == tuple(shape):
-        return pred
-    t = torch.from_numpy(pred)[:, None].float()
-    return F.interpolate(t, size=tuple(shape), mode="nearest")[:, 0].long().numpy()
 
 
 def mask_metrics(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...]) -> dict[str, float]:
@@ -96,6 +88,6 @@ def evaluate_model(model: nn.Module, cases: list[Case], targets: dict[str, tuple
         if eval_label is not None:
             ref = eval_label
             spacing = getattr(case, "eval_spacing", None) or spacing
-            pred = restore_resolution(pred, ref.shape[1:])
+            pred = to_eval_resolution(pred, case)
         rows += [{"case_id": case.case_id, **row} for row in case_metrics(pred, ref, spacing, targets)]
     return pd.DataFrame(rows, columns=["case_id", "target", "metric", "value"])

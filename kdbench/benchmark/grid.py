@@ -123,7 +123,7 @@ class ProtocolSpec(_Strict):
     folds: int = Field(1, gt=0)
     run_folds: list[int] | None = None
     split_seed: int = 0
-    test_fraction: float = Field(0.25, gt=0, lt=1)
+    test_fraction: float | None = Field(None, gt=0, lt=1)
 
     @property
     def fold_ids(self) -> list[int]:

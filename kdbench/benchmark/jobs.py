@@ -13,7 +13,7 @@ from torch import nn
 
 from kdbench.benchmark.evaluate import evaluate_model
 from kdbench.benchmark.profile import device_name, profile_model
-from kdbench.benchmark.splits import split_cases
+from kdbench.benchmark.splits import dataset_split
 from kdbench.benchmark.store import RunStore
 from kdbench.benchmark.train import train_model
 from kdbench.datasets import create_dataset
@@ -44,17 +44,10 @@ def dataset_of(config: dict):
 
 
 def split_of(config: dict) -> dict[str, list[str]]:
-    """The job's train/test case ids."""
-    dataset = dataset_of(config)
+    """The job's train/test case ids (the dataset's own split conventions, see ``dataset_split``)."""
     split = config["split"]
-    ids = dataset.case_ids()
-    if split.get("max_cases"):
-        ids = sorted(ids)[: split["max_cases"]]
-    official = dataset.official_split()
-    if official is not None and split.get("max_cases"):
-        keep = set(ids)
-        official = {k: [c for c in v if c in keep] for k, v in official.items()}
-    return split_cases(ids, split["folds"], split["fold"], split["seed"], split["test_fraction"], official)
+    return dataset_split(dataset_of(config), split["folds"], split["fold"], split["seed"],
+                         split["test_fraction"], split.get("max_cases"))
 
 
 def load_cases(config: dict, part: str) -> list[Case]:

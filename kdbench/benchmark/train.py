@@ -147,7 +147,7 @@ def train_model(
             loss.backward()
             optimizer.step()
             extra = method.after_step(student_out, teacher_out, batch) if method is not None else {}
-            record = {k: float(v) for k, v in terms.items()} | {"loss": float(loss)} | extra
+            record = {k: float(v.detach()) for k, v in terms.items()} | {"loss": float(loss.detach())} | extra
             for k, v in record.items():
                 epoch_terms[k].append(v)
             step += 1

@@ -41,6 +41,7 @@ import secrets
 import shutil
 import zlib
 from abc import abstractmethod
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -227,8 +228,8 @@ class PreparedDataset(SegDataset):
     def discovery(self) -> Discovery:
         if self._discovery is None:
             found = self.discover()
-            ids = [s.case_id for s in found.sources]
-            dupes = sorted({c for c in ids if ids.count(c) > 1})
+            counts = Counter(s.case_id for s in found.sources)
+            dupes = sorted(c for c, n in counts.items() if n > 1)
             for case_id in dupes:
                 paths = [str(s.images[0]) for s in found.sources if s.case_id == case_id]
                 found.problems.append(f"dataset {self.name}: case '{case_id}' found twice: {', '.join(paths)}")
@@ -329,7 +330,12 @@ def _locked(path: Path) -> Iterator[None]:
     except ImportError:  # Windows: one preparer at a time is the user's business
         yield
         return
-    with open(path, "a+") as fh:
+    try:
+        fh = open(path, "a+")
+    except OSError:  # a read-only cache: nothing will be written, so nothing to guard
+        yield
+        return
+    with fh:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         try:
             yield
@@ -438,7 +444,8 @@ def prepare_dataset(dataset: SegDataset, progress: Callable[[int, int, str], Non
     folder = dataset.cache_dir
     cases_dir = folder / "cases"
     try:
-        cases_dir.mkdir(parents=True, exist_ok=True)
+        if not cases_dir.is_dir():
+            cases_dir.mkdir(parents=True)
     except OSError as exc:
         raise DatasetError(f"dataset {dataset.name}: cannot create the cache folder {folder} ({one_line(exc)}); "
                            f"set KDBENCH_CACHE or the cache_dir option") from None
