@@ -23,7 +23,7 @@ from kdbench.errors import KdbenchError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Benchmark knowledge distillation for medical image segmentation.")
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _mount_datasets_app() -> None:

@@ -111,8 +111,8 @@ def test_same_grid_same_device_same_numbers(write_grid, tmp_path):
 
 
 def test_failed_job_is_reported_and_others_finish(write_grid, tmp_path):
-    # lr = 1e6 makes the loss blow up: that job fails, the rest of the grid still runs
-    grid = load_grid(write_grid(tiny_grid(methods=["none", {"name": "kd", "weight": 1e30, "label": "boom"}],
+    # a weight beyond float32 makes the loss infinite: that job fails, the rest of the grid still runs
+    grid = load_grid(write_grid(tiny_grid(methods=["none", {"name": "kd", "weight": 1e39, "label": "boom"}],
                                           train={"epochs": 1, "batch_size": 2, "image_size": 32, "max_steps": 2})))
     result = run_grid(grid, tmp_path)
     failed = [result.plan.job(j) for j in result.failed]

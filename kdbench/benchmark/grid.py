@@ -267,12 +267,21 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_override(data: dict, text: str) -> None:
-    """Apply one ``key=value`` override to raw grid data (lists indexed by number)."""
+    """Apply one ``key=value`` override to raw grid data.
+
+    Lists are indexed by number (``methods.1.T=2``); a list entry given as a bare name
+    (``kd``) becomes ``{name: kd}`` when a field of it is set.
+    """
     path, value = parse_override(text)
     node: Any = data
     for part in path[:-1]:
         if isinstance(node, list):
-            node = node[int(part)] if part.isdigit() and int(part) < len(node) else None
+            if not (part.isdigit() and int(part) < len(node)):
+                node = None
+            else:
+                if isinstance(node[int(part)], str):  # a bare name is short for {name: ...}
+                    node[int(part)] = {"name": node[int(part)]}
+                node = node[int(part)]
         else:
             node = node.setdefault(part, {}) if isinstance(node, dict) else None
         if node is None:

@@ -15,7 +15,7 @@ from kdbench.benchmark.evaluate import evaluate_model
 from kdbench.benchmark.profile import device_name, profile_model
 from kdbench.benchmark.splits import dataset_split
 from kdbench.benchmark.store import RunStore
-from kdbench.benchmark.train import train_model
+from kdbench.benchmark.train import seed_everything, train_model
 from kdbench.datasets import create_dataset
 from kdbench.datasets.base import Case
 from kdbench.methods import create_method
@@ -78,6 +78,7 @@ class JsonLog:
 def run_train(job, store: RunStore, out: Path, device: torch.device, progress: Callable[[int, int], None]) -> dict:
     """Train a teacher or a student; writes the model-only checkpoint and the log."""
     config = job.config
+    seed_everything(config["seed"])  # weight initialisation is part of the seeded run
     model = build_model(config["model"])
     method = teacher = None
     if job.kind == "student":

@@ -150,7 +150,7 @@ def build_plan(grid: GridSpec, budget: str | None = None, device: str = "cpu") -
                             meta = {**where, "role": "student", "model": s.name, "model_label": s.display,
                                     "method": m.name, "method_label": m.label, "teacher_label": t_label,
                                     "teacher": t_job.meta["model"] if t_job else None, "profile": prof}
-                            job = make_job("student", f"{s.name}-{m.label}", config,
+                            job = make_job("student", f"{s.name}-{m.name}", config,
                                            deps=(t_job.id,) if t_job else (), meta=meta)
                             jobs.append(job)
                             evaluate(job)
