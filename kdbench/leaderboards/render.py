@@ -33,10 +33,14 @@ BUDGET_NOTE = {"smoke": "smoke — a plumbing check, NOT paper-scale", "quick": 
                "paper": "paper — the grid's full recipe"}
 
 
+def _digits(metric: str) -> int:
+    return 2 if metric in ("hd95", "assd") else 3
+
+
 def _fmt(value: float, metric: str) -> str:
     if value is None or not np.isfinite(value):
         return "–"
-    return f"{value:.2f}" if metric in ("hd95", "assd") else f"{value:.3f}"
+    return f"{value:.{_digits(metric)}f}"
 
 
 def summarise(values: pd.DataFrame) -> tuple[float, float, int]:
@@ -96,8 +100,8 @@ def _paper_lookup(ref: dict | None, row: dict, metric: str) -> dict[str, str]:
     for paper_metric, scale in PAPER_METRICS[metric]:
         for _, r in match[match["metric"] == paper_metric].iterrows():
             key = f"{r['dataset']} {r['target']}".strip()
-            spread = f" ± {r['spread'] * scale:.3g}" if pd.notna(r["spread"]) else ""
-            out.setdefault(key, f"{r['value'] * scale:.3g}{spread}")
+            spread = f" ± {_fmt(r['spread'] * scale, metric)}" if pd.notna(r["spread"]) else ""
+            out.setdefault(key, f"{_fmt(r['value'] * scale, metric)}{spread}")
     return out
 
 
@@ -188,7 +192,8 @@ def render_markdown(run_dir: str | Path) -> str:
         students = [r for r in rows if r["kind"] == "student"]
         for key in (f"{t}/{m}" for t in targets for m in metrics):
             metric = key.split("/")[1]
-            values = sorted({r["cells"][key]["mean"] for r in students if np.isfinite(r["cells"][key]["mean"])},
+            values = sorted({round(r["cells"][key]["mean"], _digits(metric)) for r in students
+                             if np.isfinite(r["cells"][key]["mean"])},
                             key=(lambda v: abs(v)) if metric == "rvd" else None, reverse=metric not in LOWER_IS_BETTER)
             ranks[key] = values[:2]
         baseline = next((r for r in rows if r["method"] == "none"), None)
@@ -200,9 +205,10 @@ def render_markdown(run_dir: str | Path) -> str:
                     c = r["cells"][f"{target}/{m}"]
                     text = _fmt(c["mean"], m) + (f" ± {_fmt(c['std'], m)}" if np.isfinite(c["mean"]) else "")
                     best = ranks[f"{target}/{m}"]
-                    if r["kind"] == "student" and best and c["mean"] == best[0]:
+                    shown = round(c["mean"], _digits(m)) if np.isfinite(c["mean"]) else None
+                    if r["kind"] == "student" and best and shown == best[0]:
                         text = f"**{text}**"
-                    elif r["kind"] == "student" and len(best) > 1 and c["mean"] == best[1]:
+                    elif r["kind"] == "student" and len(best) > 1 and shown == best[1]:
                         text = f"<u>{text}</u>"
                     cells.append(text)
                 base = baseline["cells"][f"{target}/{primary}"]["mean"] if baseline else math.nan
