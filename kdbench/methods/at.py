@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from kdbench.methods import register_method
-from kdbench.methods.base import Method, detached, resize_to
+from kdbench.methods.base import LayerwiseMethod
 
 
 def attention_map(feature: torch.Tensor, p: float = 2.0) -> torch.Tensor:
@@ -15,7 +15,7 @@ def attention_map(feature: torch.Tensor, p: float = 2.0) -> torch.Tensor:
 
 
 @register_method("at")
-class AT(Method):
+class AT(LayerwiseMethod):
     """Attention transfer: match L2-normalised spatial attention maps (Zagoruyko 2017).
 
     Zagoruyko & Komodakis, "Paying more attention to attention", ICLR 2017, Sec. 3.1
@@ -28,22 +28,12 @@ class AT(Method):
     (mdistiller/RepDistiller; CIRKD uses 10000 on one layer).  Taps ``layers``.
     """
 
+    term = "at"
+
     def __init__(self, layers: tuple[str, ...] = ("low", "high"), p: float = 2.0,
                  weight: float = 1000.0, **common):
-        super().__init__(**common)
-        self.layers = tuple(layers)
+        super().__init__(layers=layers, weight=weight, **common)
         self.p = p
-        self.weight = weight
 
-    @property
-    def taps(self):
-        return self.layers
-
-    def forward(self, student, teacher, batch):
-        teacher = detached(teacher)
-        total = 0.0
-        for role in self.layers:
-            f_t = teacher.features[role]
-            f_s = resize_to(student.features[role], f_t.shape[2:])
-            total = total + (attention_map(f_s, self.p) - attention_map(f_t, self.p)).pow(2).mean()
-        return {"at": self.weight * total}
+    def layer_loss(self, f_s, f_t, batch):
+        return (attention_map(f_s, self.p) - attention_map(f_t, self.p)).pow(2).mean()

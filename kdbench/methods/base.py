@@ -196,3 +196,41 @@ def class_prototypes(feature: torch.Tensor, masks: torch.Tensor, eps: float = 1e
     """
     masks = masks.to(feature.dtype)
     return masks @ feature.transpose(1, 2) / (masks.sum(dim=2, keepdim=True) + eps)
+
+
+class LayerwiseMethod(Method):
+    """A method whose one term is a sum over tapped layers: ``Σ_layers layer_loss(F_s, F_t)``.
+
+    For each role in ``layers`` the teacher's feature is detached, the student's is
+    bilinearly resized to the teacher's spatial size (convention 2) and, for methods
+    that own adapters, mapped by :meth:`student_feature`; subclasses give the
+    per-layer loss and the term's name (``term``).
+    """
+
+    term: ClassVar[str] = ""
+
+    def __init__(self, layers: tuple[str, ...], weight: float, **common):
+        super().__init__(**common)
+        self.layers = tuple(layers)
+        self.weight = weight
+
+    @property
+    def taps(self) -> tuple[str, ...]:
+        return self.layers
+
+    def student_feature(self, role: str, feature: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+        """The student's feature of ``role`` made comparable with the teacher's (resized)."""
+        return resize_to(feature, size)
+
+    @abstractmethod
+    def layer_loss(self, f_s: torch.Tensor, f_t: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """The unweighted loss of one layer pair."""
+
+    def forward(self, student, teacher, batch):
+        teacher = detached(teacher)
+        total = 0.0
+        for role in self.layers:
+            f_t = teacher.features[role]
+            total = total + self.layer_loss(self.student_feature(role, student.features[role], f_t.shape[2:]),
+                                            f_t, batch)
+        return {self.term: self.weight * total}

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from kdbench.methods import register_method
-from kdbench.methods.base import Method, adapt, detached, resize_to, role_adapters
+from kdbench.methods.base import LayerwiseMethod, adapt, resize_to, role_adapters
 
 
 @register_method("fitnet")
-class FitNet(Method):
+class FitNet(LayerwiseMethod):
     """FitNet hints: regress the teacher's feature through a 1×1 adapter on the student's (Romero 2015).
 
     Romero et al., "FitNets: hints for thin deep nets", ICLR 2015, Sec. 2.2 (hint-based
@@ -22,20 +22,11 @@ class FitNet(Method):
     term = "fitnet"
 
     def __init__(self, layers: tuple[str, ...] = ("pre_logits",), weight: float = 10.0, **common):
-        super().__init__(**common)
-        self.layers = tuple(layers)
-        self.weight = weight
+        super().__init__(layers=layers, weight=weight, **common)
         self.adapters = role_adapters(self.student_roles, self.teacher_roles, self.layers)
 
-    @property
-    def taps(self):
-        return self.layers
+    def student_feature(self, role, feature, size):
+        return adapt(self.adapters, role, resize_to(feature, size))
 
-    def forward(self, student, teacher, batch):
-        teacher = detached(teacher)
-        total = 0.0
-        for role in self.layers:
-            f_t = teacher.features[role]
-            f_s = adapt(self.adapters, role, resize_to(student.features[role], f_t.shape[2:]))
-            total = total + (f_s - f_t).pow(2).mean()
-        return {self.term: self.weight * total}
+    def layer_loss(self, f_s, f_t, batch):
+        return (f_s - f_t).pow(2).mean()

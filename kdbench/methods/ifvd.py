@@ -6,8 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from kdbench.methods import register_method
-from kdbench.methods.base import (Method, class_masks, class_prototypes, detached, labels_at, masked_mean,
-                                  resize_to)
+from kdbench.methods.base import LayerwiseMethod, class_masks, class_prototypes, labels_at, masked_mean
 
 
 def feature_variation(feature: torch.Tensor, masks: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -19,7 +18,7 @@ def feature_variation(feature: torch.Tensor, masks: torch.Tensor, eps: float = 1
 
 
 @register_method("ifvd")
-class IFVD(Method):
+class IFVD(LayerwiseMethod):
     """IFVD: match each pixel's cosine similarity to its class prototype (Wang et al. 2020).
 
     Wang et al., "Intra-class feature variation distillation for semantic
@@ -36,23 +35,13 @@ class IFVD(Method):
     valid fraction).
     """
 
+    term = "ifvd"
+
     def __init__(self, layers: tuple[str, ...] = ("pre_logits",), weight: float = 20.0, **common):
-        super().__init__(**common)
-        self.layers = tuple(layers)
-        self.weight = weight
+        super().__init__(layers=layers, weight=weight, **common)
 
-    @property
-    def taps(self):
-        return self.layers
-
-    def forward(self, student, teacher, batch):
-        teacher = detached(teacher)
-        total = 0.0
-        for role in self.layers:
-            f_t = teacher.features[role]
-            f_s = resize_to(student.features[role], f_t.shape[2:])
-            label, mask = labels_at(batch, f_t.shape[2:])
-            masks = class_masks(label, mask, self.num_classes)
-            diff = (feature_variation(f_s, masks) - feature_variation(f_t, masks)).pow(2)
-            total = total + masked_mean(diff, None if mask is None else mask.flatten(1))
-        return {"ifvd": self.weight * total}
+    def layer_loss(self, f_s, f_t, batch):
+        label, mask = labels_at(batch, f_t.shape[2:])
+        masks = class_masks(label, mask, self.num_classes)
+        diff = (feature_variation(f_s, masks) - feature_variation(f_t, masks)).pow(2)
+        return masked_mean(diff, None if mask is None else mask.flatten(1))

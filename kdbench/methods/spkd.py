@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from kdbench.methods import register_method
-from kdbench.methods.base import Method, detached, resize_to
+from kdbench.methods.base import LayerwiseMethod
 
 
 def batch_similarity(feature: torch.Tensor) -> torch.Tensor:
@@ -16,7 +16,7 @@ def batch_similarity(feature: torch.Tensor) -> torch.Tensor:
 
 
 @register_method("spkd")
-class SPKD(Method):
+class SPKD(LayerwiseMethod):
     """SPKD: match the batch's pairwise image-similarity matrices (Tung & Mori 2019).
 
     Tung & Mori, "Similarity-preserving knowledge distillation", ICCV 2019, Sec. 3:
@@ -31,21 +31,11 @@ class SPKD(Method):
     little; use a batch of at least 8.
     """
 
+    term = "spkd"
+
     def __init__(self, layers: tuple[str, ...] = ("high",), weight: float = 3000.0, **common):
-        super().__init__(**common)
-        self.layers = tuple(layers)
-        self.weight = weight
+        super().__init__(layers=layers, weight=weight, **common)
 
-    @property
-    def taps(self):
-        return self.layers
-
-    def forward(self, student, teacher, batch):
-        teacher = detached(teacher)
-        total = 0.0
-        for role in self.layers:
-            f_t = teacher.features[role]
-            f_s = resize_to(student.features[role], f_t.shape[2:])
-            b = f_t.shape[0]
-            total = total + (batch_similarity(f_t) - batch_similarity(f_s)).pow(2).sum() / (b * b)
-        return {"spkd": self.weight * total}
+    def layer_loss(self, f_s, f_t, batch):
+        b = f_t.shape[0]
+        return (batch_similarity(f_t) - batch_similarity(f_s)).pow(2).sum() / (b * b)
