@@ -17,10 +17,6 @@ TOY_WIDTH = 0.25
 SIZE = 64  # every architecture accepts 64×64 (multiples of 16 for the deepest ones)
 BATCH = 2  # batch norm needs more than one value per channel in training
 
-#: Models whose published parameter count cannot be matched by the architecture the paper
-#: cites, with the reason (see the model's module docstring and the zoo page).  Empty: all
-#: EMKD Table II models are within tolerance.
-KNOWN_PARAM_MISMATCH: dict[str, str] = {}
 TOLERANCE = 0.10
 
 
@@ -103,8 +99,6 @@ def test_params_match_emkd_table2(name, paper_results):
     assert len(rows) == 1, f"no EMKD Table II params for {paper_name}"
     published = float(rows.value.iloc[0])
     ours = paper_scale_params(name)
-    if name in KNOWN_PARAM_MISMATCH:
-        pytest.xfail(KNOWN_PARAM_MISMATCH[name])
     assert abs(ours - published) <= TOLERANCE * published, \
         f"{name}: {ours:.3f} M vs EMKD Table II {published} M"
 

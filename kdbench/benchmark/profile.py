@@ -13,9 +13,12 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import statistics
+import sys
 import time
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -80,6 +83,21 @@ def measure_latency(model: nn.Module, input_shape: tuple[int, ...], device: torc
             "latency_p90_ms": deciles[-1], "runs": runs, "warmup": warmup}
 
 
+@contextmanager
+def _native_stderr_silenced():
+    """Send file descriptor 2 to /dev/null: the CPU profiler's native layer prints
+    start/stop lines there that would clutter a run's console."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 @torch.no_grad()
 def peak_memory(model: nn.Module, input_shape: tuple[int, ...], device: torch.device) -> int:
     """Peak bytes of a batch-1 inference: weights + peak activations."""
@@ -94,7 +112,7 @@ def peak_memory(model: nn.Module, input_shape: tuple[int, ...], device: torch.de
         model(x)
         torch.cuda.synchronize(device)
         return weights + torch.cuda.max_memory_allocated(device) - base
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         model(x)
     points = sorted((e.time_range.start, e.self_cpu_memory_usage) for e in prof.events() if e.self_cpu_memory_usage)
     current = peak = 0
