@@ -101,15 +101,12 @@ def build_plan(grid: GridSpec, budget: str | None = None, device: str = "cpu") -
     seeds = grid.protocol.seeds[: b.seeds] if b.seeds else grid.protocol.seeds
 
     jobs: list[Job] = []
-    profiled: dict[str, Job] = {}
 
     def profile_job(model: dict, label: str, dataset: str) -> str:
         shape = [1, model["in_channels"], image_size, image_size]
         job = make_job("profile", model["name"], {"model": model, "input": shape, "device": device},
                        meta={"model": model["name"], "model_label": label, "dataset": dataset})
-        if job.id not in profiled:
-            profiled[job.id] = job
-            jobs.append(job)
+        jobs.append(job)
         return job.id
 
     for ds in grid.datasets:
@@ -154,5 +151,7 @@ def build_plan(grid: GridSpec, budget: str | None = None, device: str = "cpu") -
                                            deps=(t_job.id,) if t_job else (), meta=meta)
                             jobs.append(job)
                             evaluate(job)
-    unique = list({j.id: j for j in jobs}.values())
-    return Plan(grid, budget_name, unique)
+    unique = {}  # the same job reached twice (a shared profile, two labels for one config) runs once
+    for job in jobs:
+        unique.setdefault(job.id, job)
+    return Plan(grid, budget_name, list(unique.values()))

@@ -20,7 +20,7 @@ from rich.table import Table
 from kdbench.benchmark.grid import GridSpec
 from kdbench.benchmark.jobs import execute_job
 from kdbench.benchmark.plan import Plan, build_plan
-from kdbench.benchmark.profile import resolve_device
+from kdbench.benchmark.profile import device_name, resolve_device
 from kdbench.benchmark.store import RunStore, write_atomic
 from kdbench.errors import KdbenchError
 
@@ -76,12 +76,12 @@ def save_plan(plan: Plan, run_dir: Path, device: str) -> None:
 def run_grid(grid: GridSpec, out: str | Path = "runs", budget: str | None = None, device: str | None = None,
              dry_run: bool = False, console: Console | None = None) -> RunResult:
     """Plan ``grid`` and run every job whose result is missing; render the leaderboard."""
-    from kdbench.benchmark.profile import device_name
     from kdbench.leaderboards.render import write_leaderboard
 
     console = console or Console(stderr=True)
     dev = resolve_device(device)
-    plan = build_plan(grid, budget, device=device_name(dev))
+    dev_name = device_name(dev)
+    plan = build_plan(grid, budget, device=dev_name)
     run_dir = Path(out) / grid.name
     store = RunStore(run_dir)
     result = RunResult(run_dir, plan)
@@ -90,12 +90,12 @@ def run_grid(grid: GridSpec, out: str | Path = "runs", budget: str | None = None
         return result
     run_dir.mkdir(parents=True, exist_ok=True)
     store.clean_staging()
-    save_plan(plan, run_dir, device_name(dev))
+    save_plan(plan, run_dir, dev_name)
     blocked: set[str] = set()
     todo = [j for j in plan.jobs if not store.is_done(j.id)]
     result.done = [j.id for j in plan.jobs if store.is_done(j.id)]
     console.print(f"[bold]{grid.name}[/]: {len(plan.jobs)} jobs, {len(result.done)} already done, "
-                  f"{len(todo)} to run on {device_name(dev)} (budget {plan.budget})")
+                  f"{len(todo)} to run on {dev_name} (budget {plan.budget})")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
         overall = progress.add_task("all jobs", total=len(todo))

@@ -105,12 +105,16 @@ def _paper_lookup(ref: dict | None, row: dict, metric: str) -> dict[str, str]:
     return out
 
 
-def leaderboard_blocks(run_dir: str | Path) -> list[dict]:
-    """The leaderboard as data: one block per dataset × student (also written as JSON)."""
+def leaderboard_blocks(run_dir: str | Path, results: pd.DataFrame | None = None) -> list[dict]:
+    """The leaderboard as data: one block per dataset × student (also written as JSON).
+
+    ``results`` is the run's :func:`results_table`, read from the job directories when not given.
+    """
     plan = load_plan(run_dir)
     grid, jobs = plan["grid"], plan["jobs"]
-    results = results_table(run_dir)
-    profiles = profiles_table(run_dir).set_index("profile") if len(profiles_table(run_dir)) else pd.DataFrame()
+    results = results_table(run_dir) if results is None else results
+    profiles = profiles_table(run_dir)
+    profiles = profiles.set_index("profile") if len(profiles) else profiles
     spec = grid["leaderboard"]
     metrics = spec["metrics"]
     blocks = []
@@ -140,7 +144,7 @@ def leaderboard_blocks(run_dir: str | Path) -> list[dict]:
     return blocks
 
 
-def _header(plan: dict, block: dict, run_dir: Path) -> list[str]:
+def _header(plan: dict, block: dict) -> list[str]:
     grid = plan["grid"]
     student_jobs = [j for j in plan["jobs"] if j["kind"] == "student" and j["meta"]["dataset"] == block["dataset"]]
     first = student_jobs[0]["config"]
@@ -171,14 +175,16 @@ def _header(plan: dict, block: dict, run_dir: Path) -> list[str]:
 
 def render_markdown(run_dir: str | Path) -> str:
     """The run's leaderboard(s) as markdown."""
-    run_dir = Path(run_dir)
-    plan = load_plan(run_dir)
+    return _markdown(load_plan(run_dir), leaderboard_blocks(run_dir))
+
+
+def _markdown(plan: dict, blocks: list[dict]) -> str:
     cost_keys = plan["grid"]["leaderboard"]["cost"]
     out = [f"# Leaderboard: {plan['grid']['name']}", ""]
     if plan["grid"].get("description"):
         out += [plan["grid"]["description"], ""]
-    for block in leaderboard_blocks(run_dir):
-        out += _header(plan, block, run_dir) + [""]
+    for block in blocks:
+        out += _header(plan, block) + [""]
         metrics, targets, rows = block["metrics"], block["targets"], block["rows"]
         primary = metrics[0]
         paper_keys = list(dict.fromkeys(k for r in rows for m in metrics for k in r["paper"][m]))
@@ -229,8 +235,9 @@ def render_markdown(run_dir: str | Path) -> str:
 def write_leaderboard(run_dir: str | Path) -> Path:
     """Write ``results.csv``/``.parquet``, ``leaderboard.md`` and ``leaderboard.json``; return the markdown path."""
     run_dir = Path(run_dir)
-    write_results(run_dir, results_table(run_dir))
-    markdown = render_markdown(run_dir)
-    write_atomic(run_dir / "leaderboard.md", markdown)
-    write_atomic(run_dir / "leaderboard.json", json.dumps(leaderboard_blocks(run_dir), indent=2, default=float))
+    results = results_table(run_dir)
+    write_results(run_dir, results)
+    blocks = leaderboard_blocks(run_dir, results)
+    write_atomic(run_dir / "leaderboard.md", _markdown(load_plan(run_dir), blocks))
+    write_atomic(run_dir / "leaderboard.json", json.dumps(blocks, indent=2, default=float))
     return run_dir / "leaderboard.md"
