@@ -60,6 +60,16 @@ def _child(folder: Path, names: tuple[str, ...]) -> Path | None:
     return None
 
 
+
+def _pairs(found: Discovery, images_dir, masks_dir) -> list:
+    """Frames and masks of two folders matched by stem; unmatched files go to ``found.problems``."""
+    images = [p for p in sorted(images_dir.iterdir()) if is_image(p)]
+    masks = [p for p in sorted(masks_dir.iterdir()) if is_image(p)]
+    found.seen += len(images)
+    pairs, problems = pair_by_stem(images, masks)
+    found.problems += problems
+    return pairs
+
 @register_dataset("cvc_endoscene")
 class CvcEndoScene(ImageDataset):
     """CVC-EndoSceneStill polyp segmentation (colonoscopy, RGB; official 547/183/182 split)."""
@@ -84,11 +94,7 @@ class CvcEndoScene(ImageDataset):
             if not images_dir.is_dir() or not masks_dir.is_dir():
                 found.problems.append(f"{db}: expected bbdd/ (frames) and gtpolyp/ (polyp masks) in it")
                 continue
-            images = [p for p in sorted(images_dir.iterdir()) if is_image(p)]
-            masks = [p for p in sorted(masks_dir.iterdir()) if is_image(p)]
-            found.seen += len(images)
-            pairs, problems = pair_by_stem(images, masks)
-            found.problems += problems
+            pairs = _pairs(found, images_dir, masks_dir)
             tag = db.name.replace("-", "").lower()
             for stem, image, mask in pairs:
                 number = int(stem) if re.fullmatch(r"\d+", stem) else -1
@@ -116,9 +122,5 @@ class CvcEndoScene(ImageDataset):
             if images_dir is None or masks_dir is None:
                 found.problems.append(f"{folder}: expected images/ and masks/ in it")
                 continue
-            images = [p for p in sorted(images_dir.iterdir()) if is_image(p)]
-            masks = [p for p in sorted(masks_dir.iterdir()) if is_image(p)]
-            found.seen += len(images)
-            pairs, problems = pair_by_stem(images, masks)
-            found.problems += problems
+            pairs = _pairs(found, images_dir, masks_dir)
             found.sources += [Source(f"{part}_{stem}", (image,), mask, part=target) for stem, image, mask in pairs]
