@@ -20,3 +20,18 @@ class UnknownNameError(KdbenchError):
 
 class DatasetError(KdbenchError):
     """A dataset on disk is missing, malformed or inconsistent."""
+
+
+class MissingRootError(DatasetError):
+    """A file dataset was given no ``root``, or a ``root`` that does not exist.
+
+    The planner rewrites it into a message naming the grid field to set
+    (``--set datasets.<i>.root=DIR``).
+    """
+
+
+class KdbenchNote(UserWarning):
+    """A one-time note for the user (e.g. a method that degenerates on binary labels).
+
+    Raised with :func:`warnings.warn`; ``kdbench run`` prints each distinct note once.
+    """
