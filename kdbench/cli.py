@@ -47,27 +47,42 @@ class Kind(str, Enum):
     datasets = "datasets"
 
 
+def _threads(value: int | None) -> int | None:
+    if value is not None and value < 1:
+        raise typer.BadParameter(f"{value}: must be at least 1")
+    return value
+
+
+THREADS_HELP = ("torch CPU threads for this process (default: torch's). On a busy machine fewer can be "
+                "much faster; every job records the count it ran with.")
+
+
 @app.command()
 def run(
     grid: Path = typer.Option(..., "--grid", "-g", help="Grid file (tables/*.yaml)."),
-    out_dir: Path = typer.Option(Path("runs"), "--out", help="Runs directory; results go to OUT/<grid name>/."),
+    out_dir: Path = typer.Option(Path("runs"), "--out", help="Runs directory; results go to OUT/<grid name>/<budget>/."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Replace the grid's datasets with this one."),
     budget: Optional[Budget] = typer.Option(None, "--budget", help="Budget preset (default: the grid's)."),
     overrides: list[str] = typer.Option([], "--set", help="Override a grid field: key=value (repeatable)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 … (default: cuda if available)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (job, depends on, status) and stop."),
+    threads: Optional[int] = typer.Option(None, "--threads", callback=_threads, help=THREADS_HELP),
+    dry_run: bool = typer.Option(False, "--dry-run", metavar="",
+                                 help="Print what the budget runs and the plan (job, depends on, status); run nothing."),
 ) -> None:
-    """Run a grid: train teachers once, distil every student with every method, evaluate, profile."""
+    """Run a grid: train teachers once, distil every student with every method, evaluate, profile.
+
+    Exit status: 0 all jobs finished, 1 some job failed, 2 bad input.
+    """
     from kdbench.benchmark.grid import load_grid
     from kdbench.benchmark.runner import run_grid
 
     spec = load_grid(grid, overrides, dataset=dataset)
     result = run_grid(spec, out_dir, budget=budget.value if budget else None, device=device, dry_run=dry_run,
-                      console=err)
+                      console=err, threads=threads)
     if dry_run:
         return
     print(result.leaderboard.read_text())
-    err.print(f"leaderboard: {result.leaderboard}")
+    err.print(f"leaderboard: {result.leaderboard}", highlight=False)
     if not result.ok:
         raise typer.Exit(1)
 
@@ -101,13 +116,16 @@ def list_(kind: Kind = typer.Argument(..., help="methods, models or datasets"),
 
 
 @app.command()
-def leaderboard(run_dir: Path = typer.Argument(..., help="A run directory (runs/<grid>).")) -> None:
+def leaderboard(run_dir: Path = typer.Argument(..., help="A run directory: runs/<grid>/<budget>, or runs/<grid> "
+                                                         "for every budget run of that grid.")) -> None:
     """Render the leaderboard of a run directory from its results."""
     from kdbench.leaderboards.render import write_leaderboard
+    from kdbench.leaderboards.results import find_runs
 
-    path = write_leaderboard(run_dir)
-    print(path.read_text())
-    err.print(f"leaderboard: {path}")
+    for run in find_runs(run_dir):
+        path = write_leaderboard(run)
+        print(path.read_text())
+        err.print(f"leaderboard: {path}", highlight=False)
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -127,17 +145,29 @@ def profile(
     input_shape: str = typer.Option("1x1x512x512", "--input", help="Input shape BxCxHxW."),
     num_classes: int = typer.Option(2, "--classes", help="Output classes."),
     width: float = typer.Option(1.0, "--width", help="Width multiplier (1 = the paper's configuration)."),
-    runs: int = typer.Option(50, "--runs", help="Timed runs for the latency median (≥ 50 recommended)."),
+    runs: int = typer.Option(50, "--runs", min=1, help="Timed runs for the latency median (≥ 50 recommended)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda … (default: cuda if available)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    threads: Optional[int] = typer.Option(None, "--threads", callback=_threads, help=THREADS_HELP),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="Print JSON."),
 ) -> None:
     """Params (M), FLOPs (G), latency and peak memory of a model at an input size."""
-    from kdbench.benchmark.profile import profile_model, resolve_device
+    import torch
+
+    from kdbench.benchmark.profile import device_name, profile_model, resolve_device
     from kdbench.models import create_model
 
     shape = parse_shape(input_shape)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    dev = resolve_device(device)
+    if num_classes < 1 or not 0 < width < float("inf"):
+        raise KdbenchError(f"--classes {num_classes} / --width {width}: need at least 1 class and a width > 0")
     net = create_model(model, in_channels=shape[1], num_classes=num_classes, width=width)
-    result = {"model": model, "width": width, **profile_model(net, shape, resolve_device(device), runs=runs)}
+    with err.status(f"profiling {model} at {input_shape} on {device_name(dev)}: FLOPs, {runs} timed runs, memory …"):
+        if not err.is_terminal:
+            err.print(f"profiling {model} at {input_shape} on {device_name(dev)} ({runs} timed runs) …",
+                      highlight=False)
+        result = {"model": model, "width": width, **profile_model(net, shape, dev, runs=runs)}
     if as_json:
         print(json.dumps(result, indent=2))
         return
@@ -168,22 +198,46 @@ def info() -> None:
         out.print(f"{key:<30} {value}")
 
 
-def main() -> None:
-    """Console-script entry point: one-line errors, no tracebacks."""
+def _usage_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a command-line usage error (click's or Typer's own classes)."""
+    return hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).replace("Value error, ", "").split())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: exit codes that tell the truth, one-line errors.
+
+    0 success · 1 a failure (failed jobs, problems found, a full disk) · 2 bad input
+    (grid, option, data) · 130 interrupted.  Errors are one line on stderr; an
+    unexpected internal error also prints one line, and its traceback only when
+    ``KDBENCH_DEBUG=1``.
+    """
+    import os
+
     try:
-        app(standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except KdbenchError as exc:
-        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
-        sys.exit(2)
+        err.print(f"[red]error:[/] {escape(_one_line(exc))}", highlight=False)
+        sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except typer.Abort:
-        err.print("aborted")
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("interrupted")
         sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
+    except Exception as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `kdbench`: the help was shown
+            sys.exit(0)
+        if _usage_error(exc):  # a bad option, a missing argument
+            where = getattr(getattr(exc, "ctx", None), "command_path", "kdbench")
+            err.print(f"[red]error:[/] {escape(_one_line(exc.format_message()))} (see `{where} --help`)",
+                      highlight=False)
             sys.exit(exc.exit_code)
-        raise
+        if os.environ.get("KDBENCH_DEBUG"):
+            raise
+        err.print(f"[red]internal error:[/] {escape(_one_line(f'{type(exc).__name__}: {exc}'))} "
+                  "(set KDBENCH_DEBUG=1 for the traceback)", highlight=False)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) and not isinstance(code, bool) else 0)

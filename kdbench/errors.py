@@ -1,13 +1,22 @@
 """Errors kdbench reports to users.
 
 Every :class:`KdbenchError` is a mistake in the user's input (a grid file, a name, a
-dataset on disk) or a failed job; the CLI prints it as one line and exits non-zero,
-never with a traceback.
+dataset on disk) or a failure kdbench can name (a full disk, a job that failed); the
+CLI prints it as one line and exits with its ``exit_code`` — 2 for bad input, 1 for a
+failure — never with a traceback.
 """
 
 
 class KdbenchError(Exception):
-    """An error whose message is complete in one line and meant for the user."""
+    """An error whose message is complete in one line and meant for the user (exit 2: bad input)."""
+
+    exit_code = 2
+
+
+class RunFailure(KdbenchError):
+    """Something failed that the input did not cause: a full disk, a diverged training (exit 1)."""
+
+    exit_code = 1
 
 
 class ConfigError(KdbenchError):

@@ -40,5 +40,5 @@ def test_site_builds_with_generated_pages(tmp_path):
                  "grid-files/index.html", "datasets/index.html"):
         assert (site / page).is_file(), page
     assert "EMKD" in (site / "model-zoo" / "index.html").read_text()
-    results = (site / "results" / "tiny" / "index.html").read_text()
+    results = (site / "results" / "tiny-paper" / "index.html").read_text()
     assert "Leaderboard: tiny" in results and "paper — the grid" in results

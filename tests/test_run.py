@@ -36,7 +36,7 @@ def finished_run(tmp_path_factory):
 
     grid.write_text(yaml.safe_dump(tiny_grid()))
     result = run_cli("run", "--grid", str(grid), "--out", str(root / "runs"))
-    return grid, root / "runs" / "tiny", result
+    return grid, root / "runs" / "tiny" / "paper", result
 
 
 def test_run_prints_leaderboard_with_rows_and_costs(finished_run):
@@ -86,7 +86,7 @@ def test_student_log_has_named_terms_and_checkpoint_is_weights_only(finished_run
 def test_second_run_trains_nothing_and_prints_the_same_table(finished_run):
     grid, run_dir, first = finished_run
     before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir() if p.is_dir()}
-    again = run_cli("run", "--grid", str(grid), "--out", str(run_dir.parent))
+    again = run_cli("run", "--grid", str(grid), "--out", str(run_dir.parent.parent))
     assert again.returncode == 0, again.stderr
     assert "0 to run" in again.stderr
     assert again.stdout == first.stdout
@@ -118,7 +118,7 @@ def test_failed_job_is_reported_and_others_finish(write_grid, tmp_path):
     failed = [result.plan.job(j) for j in result.failed]
     assert [j.meta["method_label"] for j in failed] == ["boom"]
     assert "non-finite loss" in next(iter(result.failed.values()))
-    assert (tmp_path / "tiny" / "failed").is_dir()
+    assert (tmp_path / "tiny" / "paper" / "failed").is_dir()
     assert any(result.plan.job(j).meta.get("method") == "none" for j in result.done)
 
 
@@ -126,7 +126,7 @@ def test_kill_9_loses_at_most_the_job_in_flight(write_grid, tmp_path):
     path = write_grid(tiny_grid(methods=["none", "kd", "at"],
                                 train={"epochs": 1, "batch_size": 2, "image_size": 32, "max_steps": 12}))
     out = tmp_path / "runs"
-    run_dir = out / "tiny"
+    run_dir = out / "tiny" / "paper"
     exe = Path(sys.executable).parent / "kdbench"
     process = subprocess.Popen([str(exe), "run", "--grid", str(path), "--out", str(out)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

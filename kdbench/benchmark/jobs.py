@@ -104,7 +104,7 @@ def run_evaluate(job, store: RunStore, out: Path, device: torch.device, progress
     targets = {k: tuple(v) for k, v in config["dataset"]["targets"].items()}
     frame = evaluate_model(model, cases, targets, device)
     frame.to_csv(out / "metrics.csv", index=False)
-    return {"test_cases": len(cases)}
+    return {"test_cases": len(cases), "spacing_unit": getattr(dataset_of(config), "spacing_unit", "mm")}
 
 
 def run_profile(job, store: RunStore, out: Path, device: torch.device, progress) -> dict:
@@ -125,5 +125,5 @@ def execute_job(job, store: RunStore, device: torch.device, progress=lambda step
     with store.staging(job.id) as out:
         summary = RUNNERS[job.kind](job, store, out, device, progress)
         record = {**job.to_dict(), "summary": summary, "device": device_name(device),
-                  "torch": torch.__version__, "started": started, "seconds": round(time.time() - started, 3)}
+                  "threads": torch.get_num_threads(), "torch": torch.__version__, "started": started, "seconds": round(time.time() - started, 3)}
         (out / "job.json").write_text(json.dumps(record, indent=2, default=str))

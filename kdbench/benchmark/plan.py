@@ -43,11 +43,15 @@ class Job:
 
 @dataclass
 class Plan:
-    """All jobs of a grid at one budget, in an order where dependencies come first."""
+    """All jobs of a grid at one budget, in an order where dependencies come first.
+
+    ``effective`` is what the budget actually runs (see :func:`effective_settings`).
+    """
 
     grid: GridSpec
     budget: str
     jobs: list[Job]
+    effective: dict = field(default_factory=dict)
 
     def job(self, job_id: str) -> Job:
         return next(j for j in self.jobs if j.id == job_id)
@@ -82,6 +86,37 @@ def resolve_recipe(recipe: TrainSpec, budget: BudgetSpec) -> dict:
     return out
 
 
+def effective_settings(grid: GridSpec, budget: BudgetSpec, student_recipe: dict, teacher_recipe: dict,
+                       seeds: list[int], folds: list[int]) -> dict:
+    """What a budget really runs, and a line for everything it changed from the grid.
+
+    Shown by ``--dry-run`` and in every leaderboard header, so that a reduced run can
+    never be read as the grid's own recipe (e.g. ``"seeds [0, 1] → [0]"``).
+    """
+    changed = []
+    for key, label in (("epochs", "epochs"), ("max_steps", "max steps"), ("image_size", "image size")):
+        for who, typed, used in (("", grid.train, student_recipe), ("teacher ", grid.teacher_recipe(), teacher_recipe)):
+            before, after = getattr(typed, key), used[key]
+            if before != after and not (who and before == getattr(grid.train, key) and after == student_recipe[key]):
+                changed.append(f"{who}{label} {before if before is not None else 'unlimited'} → {after}")
+    if budget.width != 1:
+        for group in ("teachers", "students"):
+            for m in getattr(grid, group):
+                changed.append(f"{group[:-1]} {m.display} width {m.width:g} → {m.width * budget.width:g}")
+    if seeds != grid.protocol.seeds:
+        changed.append(f"seeds {grid.protocol.seeds} → {seeds}")
+    if folds != grid.protocol.fold_ids:
+        changed.append(f"folds {grid.protocol.fold_ids} → {folds}")
+    if budget.max_cases is not None:
+        changed.append(f"at most {budget.max_cases} cases per dataset")
+    return {"epochs": student_recipe["epochs"], "max_steps": student_recipe["max_steps"],
+            "image_size": student_recipe["image_size"], "batch_size": student_recipe["batch_size"],
+            "teacher_epochs": teacher_recipe["epochs"], "teacher_max_steps": teacher_recipe["max_steps"],
+            "student_width": [s.width * budget.width for s in grid.students],
+            "teacher_width": [t.width * budget.width for t in grid.teachers],
+            "seeds": seeds, "folds": folds, "max_cases": budget.max_cases, "changed": changed}
+
+
 def _model_config(spec: ModelSpec, budget: BudgetSpec, in_channels: int, num_classes: int) -> dict:
     return {"name": spec.name, "width": spec.width * budget.width, "options": spec.options,
             "in_channels": in_channels, "num_classes": num_classes}
@@ -90,6 +125,7 @@ def _model_config(spec: ModelSpec, budget: BudgetSpec, in_channels: int, num_cla
 def build_plan(grid: GridSpec, budget: str | None = None, device: str = "cpu") -> Plan:
     """Expand ``grid`` at ``budget`` (default: the grid's) into jobs."""
     from kdbench.datasets import create_dataset
+    from kdbench.errors import ConfigError, MissingRootError
     from kdbench.methods import METHODS
 
     budget_name = budget or grid.budget
@@ -109,8 +145,12 @@ def build_plan(grid: GridSpec, budget: str | None = None, device: str = "cpu") -
         jobs.append(job)
         return job.id
 
-    for ds in grid.datasets:
-        dataset = create_dataset(ds.name, root=ds.root, image_size=image_size, targets=ds.targets, **ds.options)
+    for i, ds in enumerate(grid.datasets):
+        try:
+            dataset = create_dataset(ds.name, root=ds.root, image_size=image_size, targets=ds.targets, **ds.options)
+        except MissingRootError as exc:
+            raise ConfigError(f"datasets[{i}] ({ds.name}): {exc} — set `root:` in the grid or "
+                              f"--set datasets.{i}.root=DIR (or run on the built-in data: --dataset phantom)") from None
         data = {"name": ds.name, "root": ds.root, "options": ds.options, "image_size": image_size,
                 "targets": {k: list(v) for k, v in dataset.targets.items()}}
         c_in, n_cls = dataset.in_channels, dataset.num_classes
@@ -154,4 +194,5 @@ def build_plan(grid: GridSpec, budget: str | None = None, device: str = "cpu") -
     unique = {}  # the same job reached twice (a shared profile, two labels for one config) runs once
     for job in jobs:
         unique.setdefault(job.id, job)
-    return Plan(grid, budget_name, list(unique.values()))
+    effective = effective_settings(grid, b, student_recipe, teacher_recipe, list(seeds), list(folds))
+    return Plan(grid, budget_name, list(unique.values()), effective)

@@ -25,19 +25,42 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
+from kdbench.errors import ConfigError
+
 
 def device_name(device: torch.device) -> str:
     """A human-readable device name (GPU model, or CPU architecture and thread count)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"CPU {platform.machine()} ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"CPU {platform.machine()} ({threads} thread{'s' if threads != 1 else ''})"
 
 
 def resolve_device(name: str | None = None) -> torch.device:
-    """``name`` as a device, or CUDA when available, else the CPU."""
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``name`` as a device (``cpu``, ``cuda``, ``cuda:N``, ``mps``), or CUDA when available, else the CPU.
+
+    A name that is not a device, or a device this machine does not have, is a
+    :class:`~kdbench.errors.ConfigError` (one line, what is available).
+    """
+    if not name:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"--device {name!r}: not a device (use cpu, cuda or cuda:N)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch build has no CUDA" if torch.version.cuda is None else "no GPU is visible"
+            raise ConfigError(f"--device {name!r}: CUDA is not available ({why}); use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {name!r}: only {torch.cuda.device_count()} GPU(s) visible "
+                              f"(cuda:0 … cuda:{torch.cuda.device_count() - 1})")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"--device {name!r}: MPS is not available here; use --device cpu")
+    elif device.type != "cpu":
+        raise ConfigError(f"--device {name!r}: unsupported device type '{device.type}' (cpu, cuda, cuda:N, mps)")
+    return device
 
 
 def count_params(model: nn.Module) -> int:

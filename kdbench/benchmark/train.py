@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from kdbench.datasets.base import Case, SliceDataset
-from kdbench.errors import KdbenchError
+from kdbench.errors import RunFailure
 from kdbench.methods.base import Batch, Method, Outputs
 from kdbench.models.roles import FeatureTaps
 
@@ -92,7 +92,7 @@ def train_model(
     """Train ``model`` (a teacher, or a student distilled by ``method`` from ``teacher``).
 
     ``recipe`` is a resolved :class:`~kdbench.benchmark.grid.TrainSpec` dict.  Returns a
-    summary (steps, epochs, final loss).  Raises :class:`KdbenchError` on a non-finite loss.
+    summary (steps, epochs, final loss).  Raises :class:`RunFailure` on a non-finite loss or non-finite weights.
     """
     seed_everything(seed)
     data = SliceDataset(cases)
@@ -141,8 +141,8 @@ def train_model(
                     terms.update(method(student_out, teacher_out, batch))
             loss = sum(terms.values())
             if not torch.isfinite(loss):
-                values = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
-                raise KdbenchError(f"non-finite loss at step {step} ({values})")
+                values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
+                raise RunFailure(f"non-finite loss at step {step} ({values})")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -160,4 +160,18 @@ def train_model(
         epoch_terms.clear()
         epoch += 1
     model.eval()
+    check_finite_weights(model)
     return {"steps": step, "epochs": epoch, "final": final}
+
+
+def check_finite_weights(model: nn.Module) -> None:
+    """Raise :class:`RunFailure` if any weight or buffer holds inf/NaN.
+
+    A diverged network can keep a finite loss (saturated logits), so a finite loss
+    alone does not make a training job a success; its weights are checked too.
+    """
+    state = model.state_dict()
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise RunFailure(f"training diverged: {len(bad)} of {len(state)} weight tensors hold inf/NaN "
+                         f"(first: {bad[0]}) though the loss stayed finite; lower train.lr")

@@ -1,0 +1,102 @@
+"""The installed ``kdbench`` console script: exit codes, one-line errors, progress, budgets.
+
+Every test runs the real console script (``run_cli``), never ``CliRunner``, so the exit
+status a shell or CI pipeline sees is the one checked.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import run_cli, tiny_grid
+
+
+def _one_error_line(result) -> str:
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["run", "--grid", "GRID", "--budget", "turbo"], "'turbo' is not one of 'smoke', 'quick', 'paper'"),
+    (["run"], "Missing option '--grid'"),
+    (["run", "--grid", "GRID", "--device", "bogus"], "--device 'bogus': not a device"),
+    (["run", "--grid", "GRID", "--threads", "0"], "must be at least 1"),
+    (["frobnicate"], "No such command 'frobnicate'"),
+    (["profile", "nosuchnet"], "unknown model 'nosuchnet'"),
+    (["leaderboard", "NOWHERE"], "not a run directory"),
+])
+def test_usage_errors_are_one_line_and_exit_2(write_grid, tmp_path, args, expected):
+    grid = str(write_grid(tiny_grid()))
+    args = [grid if a == "GRID" else str(tmp_path / "nowhere") if a == "NOWHERE" else a for a in args]
+    result = run_cli(*args)
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert expected in _one_error_line(result)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_cuda_on_a_cpu_machine_is_a_one_line_error(write_grid):
+    result = run_cli("run", "--grid", str(write_grid(tiny_grid())), "--device", "cuda", "--dry-run")
+    assert result.returncode == 2
+    assert "CUDA is not available" in _one_error_line(result)
+
+
+def test_bare_command_shows_help_and_exits_0():
+    result = run_cli()
+    assert result.returncode == 0 and "Usage" in result.stdout + result.stderr
+
+
+def test_failed_jobs_exit_1_with_plain_progress_lines_and_recorded_threads(write_grid, tmp_path):
+    """A job whose loss is infinite fails; the rest finishes; exit 1; piped stderr gets a line per job."""
+    grid = write_grid(tiny_grid(students=[{"name": "enet", "width": 0.125}], teachers=[{"name": "tinyunet"}],
+                                methods=["none", {"name": "kd", "weight": 1e39, "label": "boom"}]))
+    out = tmp_path / "runs"
+    result = run_cli("run", "--grid", str(grid), "--out", str(out), "--threads", "1")
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    progress = [line for line in result.stderr.splitlines() if line.startswith("[")]
+    plan = json.loads((out / "tiny" / "paper" / "plan.json").read_text())
+    assert len(progress) == len(plan["jobs"])
+    assert all("ETA" in line and "elapsed" in line for line in progress)
+    assert any("failed" in line and "non-finite loss" in line for line in progress)
+    assert progress[-1].startswith(f"[{len(plan['jobs'])}/{len(plan['jobs'])}]") and "ETA 0:00" in progress[-1]
+    # ENet's max-unpool has no deterministic kernel: torch warns at every step, we say it once
+    assert result.stderr.count("does not have a deterministic implementation") <= 1
+    trained = [j for j in plan["jobs"] if j["kind"] in ("teacher", "student")]
+    records = [json.loads((out / "tiny" / "paper" / j["id"] / "job.json").read_text())
+               for j in trained if (out / "tiny" / "paper" / j["id"] / "job.json").is_file()]
+    assert records and all(r["threads"] == 1 for r in records)
+
+
+def test_diverged_teacher_fails_and_its_students_are_skipped(write_grid, tmp_path):
+    """lr 1e10 ruins the weights; the teacher job must fail, not pass as trained."""
+    grid = write_grid(tiny_grid(methods=["none", "kd"], teacher_train={"lr": 1e10, "schedule": "constant"}))
+    result = run_cli("run", "--grid", str(grid), "--out", str(tmp_path / "runs"), "--threads", "1")
+    assert result.returncode == 1
+    failed = [line for line in result.stderr.splitlines() if "failed" in line and "teacher" in line]
+    assert failed and ("diverged" in failed[0] or "non-finite" in failed[0]), result.stderr
+    assert "skipped (a dependency failed)" in result.stderr
+
+
+def test_budgets_keep_their_own_run_directories_and_dry_run_says_what_changed(write_grid, tmp_path):
+    grid = write_grid(tiny_grid(methods=["none"], teachers=[],
+                                protocol={"seeds": [0, 1], "folds": 1, "test_fraction": 0.25}))
+    out = tmp_path / "runs"
+    dry = run_cli("run", "--grid", str(grid), "--out", str(out), "--budget", "smoke", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "seeds [0, 1] → [0]" in dry.stderr and "budget changed:" in dry.stderr
+    assert "student tinyunet width 0.5 → 0.0625" in dry.stderr
+    assert not out.exists()
+    paper = run_cli("run", "--grid", str(grid), "--out", str(out), "--set", "protocol.seeds=[0]")
+    assert paper.returncode == 0, paper.stderr
+    plan_before = (out / "tiny" / "paper" / "plan.json").read_bytes()
+    smoke = run_cli("run", "--grid", str(grid), "--out", str(out), "--budget", "smoke")
+    assert smoke.returncode == 0, smoke.stderr
+    assert (out / "tiny" / "paper" / "plan.json").read_bytes() == plan_before
+    assert json.loads((out / "tiny" / "smoke" / "plan.json").read_text())["budget"] == "smoke"
+    both = run_cli("leaderboard", str(out / "tiny"))
+    assert both.returncode == 0 and both.stderr.count("leaderboard: ") == 2
