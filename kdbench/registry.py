@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
+import sys
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Callable
@@ -45,7 +46,11 @@ def did_you_mean(name: str, choices: list[str]) -> str:
 
 
 def load_plugins() -> None:
-    """Import every entry point of the ``kdbench.plugins`` group, once."""
+    """Import every entry point of the ``kdbench.plugins`` group, once.
+
+    A plugin that fails to import (or whose registration call fails) must not break
+    kdbench: it is named on stderr in one line, once per process, and skipped.
+    """
     global _plugins_loaded
     if _plugins_loaded:
         return
@@ -53,10 +58,12 @@ def load_plugins() -> None:
     for ep in entry_points(group=PLUGIN_GROUP):
         try:
             loaded = ep.load()
+            if callable(loaded) and not inspect.ismodule(loaded):
+                loaded()
         except Exception as exc:  # a broken plugin must not break kdbench
-            raise KdbenchError(f"plugin '{ep.name}' ({ep.value}) failed to load: {exc}") from exc
-        if callable(loaded) and not inspect.ismodule(loaded):
-            loaded()
+            problem = " ".join(f"{type(exc).__name__}: {exc}".split())
+            print(f"warning: plugin '{ep.name}' ({ep.value}) failed to load and is skipped: {problem}",
+                  file=sys.stderr)
 
 
 class Registry:

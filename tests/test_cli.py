@@ -21,14 +21,17 @@ def _one_error_line(result) -> str:
     return lines[0]
 
 
+SLOW = pytest.mark.slow  # each call pays kdbench's start-up (seconds): CI runs these with `-m slow`
+
+
 @pytest.mark.parametrize("args, expected", [
     (["run", "--grid", "GRID", "--budget", "turbo"], "'turbo' is not one of 'smoke', 'quick', 'paper'"),
-    (["run"], "Missing option '--grid'"),
+    pytest.param(["run"], "Missing option '--grid'", marks=SLOW),
     (["run", "--grid", "GRID", "--device", "bogus"], "--device 'bogus': not a device"),
-    (["run", "--grid", "GRID", "--threads", "0"], "must be at least 1"),
-    (["frobnicate"], "No such command 'frobnicate'"),
-    (["profile", "nosuchnet"], "unknown model 'nosuchnet'"),
-    (["leaderboard", "NOWHERE"], "not a run directory"),
+    pytest.param(["run", "--grid", "GRID", "--threads", "0"], "must be at least 1", marks=SLOW),
+    pytest.param(["frobnicate"], "No such command 'frobnicate'", marks=SLOW),
+    pytest.param(["profile", "nosuchnet"], "unknown model 'nosuchnet'", marks=SLOW),
+    pytest.param(["leaderboard", "NOWHERE"], "not a run directory", marks=SLOW),
 ])
 def test_usage_errors_are_one_line_and_exit_2(write_grid, tmp_path, args, expected):
     grid = str(write_grid(tiny_grid()))
@@ -38,6 +41,7 @@ def test_usage_errors_are_one_line_and_exit_2(write_grid, tmp_path, args, expect
     assert expected in _one_error_line(result)
 
 
+@SLOW
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
 def test_cuda_on_a_cpu_machine_is_a_one_line_error(write_grid):
     result = run_cli("run", "--grid", str(write_grid(tiny_grid())), "--device", "cuda", "--dry-run")
@@ -45,6 +49,7 @@ def test_cuda_on_a_cpu_machine_is_a_one_line_error(write_grid):
     assert "CUDA is not available" in _one_error_line(result)
 
 
+@SLOW
 def test_bare_command_shows_help_and_exits_0():
     result = run_cli()
     assert result.returncode == 0 and "Usage" in result.stdout + result.stderr
@@ -72,6 +77,7 @@ def test_failed_jobs_exit_1_with_plain_progress_lines_and_recorded_threads(write
     assert records and all(r["threads"] == 1 for r in records)
 
 
+@SLOW
 def test_diverged_teacher_fails_and_its_students_are_skipped(write_grid, tmp_path):
     """lr 1e10 ruins the weights; the teacher job must fail, not pass as trained."""
     grid = write_grid(tiny_grid(methods=["none", "kd"], teacher_train={"lr": 1e10, "schedule": "constant"}))
@@ -80,8 +86,11 @@ def test_diverged_teacher_fails_and_its_students_are_skipped(write_grid, tmp_pat
     failed = [line for line in result.stderr.splitlines() if "failed" in line and "teacher" in line]
     assert failed and ("diverged" in failed[0] or "non-finite" in failed[0]), result.stderr
     assert "skipped (a dependency failed)" in result.stderr
+    board = next((tmp_path / "runs").rglob("leaderboard.md")).read_text()
+    assert "**failed**" in board and "not run (teacher failed)" in board
 
 
+@SLOW
 def test_budgets_keep_their_own_run_directories_and_dry_run_says_what_changed(write_grid, tmp_path):
     grid = write_grid(tiny_grid(methods=["none"], teachers=[],
                                 protocol={"seeds": [0, 1], "folds": 1, "test_fraction": 0.25}))
@@ -100,3 +109,44 @@ def test_budgets_keep_their_own_run_directories_and_dry_run_says_what_changed(wr
     assert json.loads((out / "tiny" / "smoke" / "plan.json").read_text())["budget"] == "smoke"
     both = run_cli("leaderboard", str(out / "tiny"))
     assert both.returncode == 0 and both.stderr.count("leaderboard: ") == 2
+
+
+@pytest.mark.slow
+def test_a_full_disk_says_so_exits_1_and_leaves_nothing_half_written(write_grid, tmp_path):
+    import subprocess
+
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(small)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs on this machine")
+    try:
+        result = run_cli("run", "--grid", str(write_grid(tiny_grid(methods=["none", "kd"]))),
+                         "--out", str(small / "runs"), "--threads", "1")
+        assert result.returncode == 1, result.stderr
+        assert "no space left on" in result.stderr and "Traceback" not in result.stdout + result.stderr
+        files = list(small.rglob("*"))
+        assert not [p for p in files if p.name.endswith(".tmp")], files
+        staging = small / "runs" / "tiny" / "paper" / ".staging"
+        assert not staging.exists() or not any(staging.iterdir())
+        for job in (p for p in (small / "runs" / "tiny" / "paper").iterdir() if p.is_dir() and "-" in p.name):
+            assert (job / "job.json").is_file(), job  # a job directory that exists is complete
+    finally:
+        subprocess.run(["umount", str(small)], capture_output=True)
+
+
+@pytest.mark.slow
+def test_concurrent_leaderboard_renders_all_succeed(write_grid, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "runs"
+    assert run_cli("run", "--grid", str(write_grid(tiny_grid(methods=["none"], teachers=[]))),
+                   "--out", str(out)).returncode == 0
+    exe = Path(sys.executable).parent / "kdbench"
+    renders = [subprocess.Popen([str(exe), "leaderboard", str(out / "tiny")], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    codes = [(p.wait(timeout=600), p.stderr.read()) for p in renders]
+    assert all(code == 0 for code, _ in codes), codes
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]

@@ -22,7 +22,7 @@ from kdbench.datasets.check import check_dataset
 from kdbench.datasets.msd import parse_labels
 from kdbench.datasets.prepare import PreparedDataset, cache_root, prepare_dataset
 from kdbench.datasets.transforms import to_eval_resolution
-from kdbench.errors import ConfigError, DatasetError, KdbenchError
+from kdbench.errors import ConfigError, DatasetError, KdbenchError, MissingRootError
 
 
 @pytest.fixture(autouse=True)
@@ -238,14 +238,17 @@ def test_bad_options_are_one_line_config_errors(tmp_path):
 
 
 def test_root_errors(tmp_path):
-    with pytest.raises(DatasetError, match="does not exist") as info:
+    with pytest.raises(MissingRootError, match=f"dataset kits19: root '{tmp_path / 'missing'}' does not exist") as info:
         create_dataset("kits19", root=str(tmp_path / "missing"))
-    assert "\n" not in str(info.value)
-    with pytest.raises(DatasetError, match="no root given"):
+    assert "\n" not in str(info.value) and "--root" not in str(info.value)
+    assert "https://github.com/neheller/kits19" in str(info.value)  # where to get the data
+    with pytest.raises(MissingRootError, match="dataset lits17 has no root"):
         create_dataset("lits17")
     (tmp_path / "file.txt").write_text("x")
-    with pytest.raises(DatasetError, match="is a file"):
+    with pytest.raises(MissingRootError, match="is a file"):
         create_dataset("lits17", root=str(tmp_path / "file.txt"))
+    with pytest.raises(MissingRootError, match="folder holding"):
+        create_dataset("folder", root="")
     wrong = tmp_path / "wrong"
     (wrong / "sub").mkdir(parents=True)
     (wrong / "sub" / "scan_1.nii.gz").write_bytes(b"")
@@ -420,8 +423,9 @@ def test_failed_write_loses_nothing(tmp_path, monkeypatch):
         return real_save(path, array, *args, **kwargs)
 
     monkeypatch.setattr(np, "save", flaky_save)
-    with pytest.raises(OSError):
+    with pytest.raises(DatasetError, match=f"no space left on {ds.cache_dir} while preparing case_00001") as info:
         prepare_dataset(ds)
+    assert "\n" not in str(info.value)
     monkeypatch.setattr(np, "save", real_save)
     assert list(prepared_dirs(ds)) == ["case_00000"]
     leftovers = [p.name for p in (ds.cache_dir / "cases").iterdir()]

@@ -41,11 +41,11 @@ def test_prepare_and_check_commands(tmp_path, cache):
     args = ["prepare", "kits19", "--root", str(root), "--image-size", "16", "--set", "window=[-200,300]"]
     result = runner.invoke(datasets_app, args)
     assert result.exit_code == 0, result.output
-    assert "kits19: 3 cases, 12 slices of 16×16" in result.stdout
+    assert "kits19: 3 cases (3 prepared now), 12 slices of 16×16" in result.stdout
     manifest = next(cache.rglob("manifest.json"))
     stamp = manifest.stat().st_mtime_ns
     again = runner.invoke(datasets_app, args)
-    assert again.exit_code == 0 and "up to date" in again.output
+    assert again.exit_code == 0 and "kits19: 3 cases (all up to date)" in again.stdout
     assert manifest.stat().st_mtime_ns == stamp
 
     ok = runner.invoke(datasets_app, ["check", "kits19", "--root", str(root)])
@@ -58,7 +58,7 @@ def test_prepare_and_check_commands(tmp_path, cache):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["prepare", "kits19", "--root", "/nonexistent/kits"], "root /nonexistent/kits does not exist"),
+    (["prepare", "kits19", "--root", "/nonexistent/kits"], "root '/nonexistent/kits' does not exist"),
     (["check", "lits17", "--root", "{root}", "--set", "windw=[0,1]"], "did you mean 'window'"),
     (["prepare", "nosuch", "--root", "{root}"], "unknown dataset 'nosuch'"),
 ])
@@ -98,3 +98,25 @@ def test_grid_runs_end_to_end_on_a_fake_dataset(tmp_path, one_thread):
         frame = pd.read_csv(path)
         assert sorted(frame["case_id"].unique()) == expected
         assert set(frame["target"]) == {"kidney", "tumour"}
+
+
+
+@pytest.mark.slow
+def test_console_script_exit_codes(tmp_path):
+    """The installed script: check with problems exits 1, prepare of bad data 2, each error one line."""
+    from conftest import run_cli
+
+    env = {"KDBENCH_CACHE": str(tmp_path / "cache")}
+    root = fakes.make_kits(tmp_path / "kits")
+    bad = root / "data/case_00001/segmentation.nii.gz"
+    bad.write_bytes(b"\x1f\x8b\x08\x00broken")
+    check = run_cli("datasets", "check", "kits19", "--root", str(root), env=env)
+    assert check.returncode == 1, check.stderr
+    assert str(bad) in check.stdout and "1 problem(s)" in check.stdout
+    for args, expected in ((["prepare", "kits19", "--root", str(root), "--image-size", "16"], str(bad)),
+                           (["prepare", "kits19", "--root", str(tmp_path / "missing")], "does not exist")):
+        result = run_cli("datasets", *args, env=env)
+        assert result.returncode == 2, result.stderr
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], result.stderr
+        assert "Traceback" not in result.stdout + result.stderr

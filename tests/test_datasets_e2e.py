@@ -32,6 +32,7 @@ def test_every_registered_dataset_has_a_layout_here():
     assert set(list_datasets()) - {"phantom"} == {name.split("-")[0] for name in LAYOUTS}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_run_end_to_end(layout, tmp_path, monkeypatch):
     monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
@@ -47,7 +48,9 @@ def test_run_end_to_end(layout, tmp_path, monkeypatch):
     assert result.returncode == 0, result.stderr[-2000:]
     dataset = create_dataset(name, root=str(root), image_size=32)
     expected = dataset_split(dataset, max_cases=6)["test"]
-    frame = pd.read_csv(tmp_path / "runs" / f"fake_{layout}" / "results.csv")
+    results = sorted((tmp_path / "runs" / f"fake_{layout}").rglob("results.csv"))
+    assert len(results) == 1, results
+    frame = pd.read_csv(results[0])
     assert sorted(frame["case_id"].unique()) == sorted(expected)
     assert len(frame) == len(expected) * len(dataset.targets) * 6
     assert frame[frame.metric == "dice"]["value"].between(0, 1).all()

@@ -31,9 +31,9 @@ def test_methods_with_overrides_and_labels(write_grid):
     ({"train": {"lr": -0.001}}, r"train\.lr = -0\.001: Input should be greater than 0"),
     ({"train": {"learning_rate": 0.1}}, r"train\.learning_rate: unknown field .*allowed: epochs, optimizer, lr"),
     ({"teachers": [{"name": "tinyunet", "widht": 2}]}, r"teachers\[0\]\.widht: unknown field — did you mean 'width'"),
-    ({"methods": [{"name": "kd", "tau": 2}]}, r"methods\[0\]\.tau: method 'kd' has no parameter 'tau' \(allowed: T, weight\)"),
+    ({"methods": [{"name": "kd", "tau": 2}]}, r"methods\[0\]\.tau: no parameter 'tau' \(allowed: T, weight\)"),
     ({"budget": "huge"}, r"budget = 'huge': Input should be 'smoke', 'quick' or 'paper'"),
-    ({"methods": ["kd", "kd"]}, r"methods\[1\]\.label = 'kd': used twice"),
+    ({"methods": ["kd", "kd"]}, r"methods\[1\]\.label = 'kd': used by methods\[0\] too"),
     ({"leaderboard": {"metrics": ["dsc"]}}, r"leaderboard\.metrics\[0\] = 'dsc'"),
     ({"students": [{"name": "tinyunett"}]}, r"students\[0\]\.name = 'tinyunett': unknown model"),
 ])
@@ -47,8 +47,8 @@ def test_errors_name_file_field_value_and_allowed(write_grid, change, expected):
 
 @pytest.mark.parametrize("change, field", [
     ({"methods": ["none", "kdd"]}, "methods[1].name"),
-    ({"train": {"learnig_rate": 0.1}}, "train.learnig_rate"),
-    ({"train": {"lr": -1.0}}, "train.lr"),
+    pytest.param({"train": {"learnig_rate": 0.1}}, "train.learnig_rate", marks=pytest.mark.slow),
+    pytest.param({"train": {"lr": -1.0}}, "train.lr", marks=pytest.mark.slow),
 ])
 def test_cli_reports_grid_errors_in_one_line_without_traceback(write_grid, change, field):
     result = run_cli("run", "--grid", str(write_grid(tiny_grid(**change))), "--dry-run")
@@ -69,8 +69,9 @@ def test_bad_yaml_and_missing_file(tmp_path):
 
 def test_set_overrides_and_dataset_replacement(write_grid):
     path = write_grid(tiny_grid())
-    grid = load_grid(path, ["train.lr=0.01", "protocol.seeds=[1, 2]", "methods.1.name=at", "methods.1.label=at2"])
-    assert grid.train.lr == 0.01 and grid.protocol.seeds == [1, 2] and grid.methods[1].name == "at"
+    grid = load_grid(path, ["train.lr=0.01", "protocol.seeds=[1, 2]", "methods.1.name=fitnet", "methods.1.label=hint"])
+    assert grid.train.lr == 0.01 and grid.protocol.seeds == [1, 2]
+    assert (grid.methods[1].name, grid.methods[1].label) == ("fitnet", "hint")
     with pytest.raises(ConfigError, match="expected key=value"):
         load_grid(path, ["train.lr"])
     with pytest.raises(ConfigError, match="train.lr = 'fast'"):

@@ -50,3 +50,25 @@ def test_dry_run_prints_plan_and_writes_nothing(write_grid, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "depends on" in result.stderr and "pending" in result.stderr and "teacher-tinyunet-" in result.stderr
     assert not out.exists()
+
+
+def test_two_teachers_of_one_architecture_each_teach_their_own_students(write_grid):
+    """Teachers were keyed by label: two of one architecture trained, students read only the last."""
+    plan = build_plan(load_grid(write_grid(tiny_grid(
+        teachers=[{"name": "tinyunet"}, {"name": "tinyunet", "width": 0.5, "label": "half"}], methods=["kd"]))))
+    teachers = {j.meta["model_label"]: j.id for j in plan.of_kind("teacher")}
+    assert set(teachers) == {"tinyunet", "half"}
+    students = plan.of_kind("student")
+    assert sorted((j.meta["teacher_label"], j.deps) for j in students) == [
+        ("half", (teachers["half"],)), ("tinyunet", (teachers["tinyunet"],))]
+
+
+def test_duplicate_teachers_and_methods_are_refused_at_load_time(write_grid):
+    import pytest
+
+    from kdbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"teachers\[1\]"):
+        load_grid(write_grid(tiny_grid(teachers=["tinyunet", {"name": "tinyunet", "width": 0.5}])))
+    with pytest.raises(ConfigError, match=r"methods\[1\]"):
+        load_grid(write_grid(tiny_grid(methods=["kd", {"name": "kd", "label": "kd_again"}])))

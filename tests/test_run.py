@@ -49,7 +49,7 @@ def test_run_prints_leaderboard_with_rows_and_costs(finished_run):
     for column in ("organ Dice", "tumour Dice", "tumour ΔDice", "Params (M)", "FLOPs (G)", "Latency (ms)"):
         assert column in header
     assert "Budget:** paper" in result.stdout and "Input size:** 1×1×32×32" in result.stdout
-    assert "Device:** CPU" in result.stdout and "Seeds:** 0" in result.stdout
+    assert "Trained on:** CPU" in result.stdout and "Seeds:** 0" in result.stdout
     assert f"leaderboard: {run_dir / 'leaderboard.md'}" in result.stderr
     for block in leaderboard_blocks(run_dir):
         for row in block["rows"]:

@@ -1,4 +1,9 @@
-"""What each kind of job does, given its config and a staging directory to write into."""
+"""What each kind of job does, given its config and a staging directory to write into.
+
+Job kinds are registered like methods (``@register_job_kind("teacher")``); each takes
+``(job, store, out, device, progress)``, writes its artefacts into ``out`` and returns
+a summary for ``job.json``.  See :mod:`kdbench.benchmark.plan` for what each kind is.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from kdbench.datasets import create_dataset
 from kdbench.datasets.base import Case
 from kdbench.methods import create_method
 from kdbench.models import create_model
+from kdbench.registry import Registry
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -56,8 +62,20 @@ def load_cases(config: dict, part: str) -> list[Case]:
 
 
 def load_trained(store: RunStore, job_id: str, device: torch.device) -> nn.Module:
-    """A finished training job's model with its weights (``weights_only=True``)."""
-    config = store.read_job(job_id)["config"]
+    """A finished job's network: a trained model (``weights_only=True``), or the
+    ensemble or team a teacher-source job assembled from trained ones."""
+    record = store.read_job(job_id)
+    kind, config = record["kind"], record["config"]
+    if kind == "ensemble":
+        from kdbench.teachers.ensemble import EnsembleTeacher
+
+        return EnsembleTeacher([load_trained(store, m, device) for m in config["members"]]).to(device).eval()
+    if kind == "team":
+        from kdbench.teachers.team import TeamTeacher
+
+        assistants = {name: load_trained(store, j, device) for name, j in config["assistants"].items()}
+        return TeamTeacher(load_trained(store, config["teacher"], device), assistants.get("ta_f"),
+                           assistants.get("ta_b"), sc=config.get("sc", True)).to(device).eval()
     model = build_model(config["model"])
     state = torch.load(store.job_dir(job_id) / CHECKPOINT, map_location=device, weights_only=True)
     model.load_state_dict(state)
@@ -75,55 +93,113 @@ class JsonLog:
             fh.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
 
 
-def run_train(job, store: RunStore, out: Path, device: torch.device, progress: Callable[[int, int], None]) -> dict:
-    """Train a teacher or a student; writes the model-only checkpoint and the log."""
+JOB_KINDS = Registry("job kind")
+"""Job kind → the function that runs it: ``run(job, store, out, device, progress) -> summary``."""
+register_job_kind = JOB_KINDS.register
+
+
+def _train(job, model: nn.Module, out: Path, device: torch.device, progress, **extra) -> dict:
     config = job.config
-    seed_everything(config["seed"])  # weight initialisation is part of the seeded run
-    model = build_model(config["model"])
-    method = teacher = None
-    if job.kind == "student":
-        teacher_roles = None
-        if config["teacher"]:
-            teacher = load_trained(store, config["teacher"], device)
-            teacher_roles = teacher.feature_roles
-        method = create_method(config["method"]["name"], student_roles=model.feature_roles,
-                               teacher_roles=teacher_roles, num_classes=config["model"]["num_classes"],
-                               **config["method"]["params"])
     cases = load_cases(config, "train")
-    summary = train_model(model, cases, config["train"], config["seed"], device, method=method, teacher=teacher,
-                          log=JsonLog(out / "log.jsonl"), progress=progress)
+    summary = train_model(model, cases, config["train"], training_seed(config), device,
+                          log=JsonLog(out / "log.jsonl"), progress=progress, **extra)
     torch.save(model.state_dict(), out / CHECKPOINT)
     return {"train_cases": len(cases), **summary}
 
 
+def training_seed(config: dict) -> int:
+    """The seed a training job runs with: the grid's, offset per ensemble member."""
+    return (config["seed"] + 1_000_003 * config.get("member", 0)) % 2**32
+
+
+@register_job_kind("teacher")
+def run_teacher(job, store: RunStore, out: Path, device: torch.device, progress: Callable[[int, int], None]) -> dict:
+    """Train a network on the labels (a grid teacher, or an ensemble member with its ``loss``)."""
+    seed_everything(training_seed(job.config))  # weight initialisation is part of the seeded run
+    model = build_model(job.config["model"])
+    return _train(job, model, out, device, progress, supervised=job.config.get("loss", "dice_ce"))
+
+
+@register_job_kind("assistant")
+def run_assistant(job, store: RunStore, out: Path, device: torch.device, progress) -> dict:
+    """Train a PLC-KD assistant on transformed images (FIG from the teacher's mistakes, or BT)."""
+    from kdbench.teachers.bt import BTTransform
+    from kdbench.teachers.fig import FIGTransform
+
+    config = job.config
+    seed_everything(training_seed(config))
+    model = build_model(config["model"])
+    options = {k: v for k, v in config["transform"].items() if k != "kind"}
+    if config["transform"]["kind"] == "fig":
+        transform = FIGTransform(load_trained(store, config["teacher"], device), **options)
+    else:
+        transform = BTTransform(**options)
+    return _train(job, model, out, device, progress, batch_transform=transform)
+
+
+@register_job_kind("student")
+def run_student(job, store: RunStore, out: Path, device: torch.device, progress) -> dict:
+    """Distil a student with its method from its teacher source (none for ``none``)."""
+    config = job.config
+    seed_everything(config["seed"])
+    model = build_model(config["model"])
+    teacher = load_trained(store, config["teacher"], device) if config["teacher"] else None
+    method = create_method(config["method"]["name"], student_roles=model.feature_roles,
+                           teacher_roles=getattr(teacher, "feature_roles", None),
+                           num_classes=config["model"]["num_classes"], **config["method"]["params"])
+    init = method.initial_weights(store, config) if hasattr(method, "initial_weights") else None
+    if init is not None:
+        model.load_state_dict(torch.load(init, map_location="cpu", weights_only=True))
+    return _train(job, model, out, device, progress, method=method, teacher=teacher)
+
+
+def _assemble(job, store: RunStore, out: Path, device: torch.device, progress) -> dict:
+    """A teacher source built from finished jobs: nothing trains; it records what it holds."""
+    parts = job.config.get("members") or [job.config["teacher"], *job.config["assistants"].values()]
+    return {"parts": {p: store.read_job(p)["summary"].get("final", {}).get("loss") for p in parts}}
+
+
+register_job_kind("ensemble")(_assemble)
+register_job_kind("team")(_assemble)
+
+
+@register_job_kind("evaluate")
 def run_evaluate(job, store: RunStore, out: Path, device: torch.device, progress) -> dict:
-    """Per-case metrics of a trained model on its fold's test cases → ``metrics.csv``."""
+    """Per-case metrics of a trained model (or an ensemble) on its fold's test cases → ``metrics.csv``."""
     config = job.config
     model = load_trained(store, config["train"], device)
     cases = load_cases(config, "test")
     targets = {k: tuple(v) for k, v in config["dataset"]["targets"].items()}
+    started = time.perf_counter()
     frame = evaluate_model(model, cases, targets, device)
+    seconds = time.perf_counter() - started
     frame.to_csv(out / "metrics.csv", index=False)
-    return {"test_cases": len(cases), "spacing_unit": getattr(dataset_of(config), "spacing_unit", "mm")}
+    return {"test_cases": len(cases), "seconds_per_case": seconds / max(1, len(cases)),
+            "spacing_unit": getattr(dataset_of(config), "spacing_unit", "mm")}
 
 
+@register_job_kind("profile")
 def run_profile(job, store: RunStore, out: Path, device: torch.device, progress) -> dict:
-    """Params, FLOPs, latency, peak memory of an architecture → ``profile.json``."""
+    """Params, FLOPs, latency, peak memory of an architecture (or a whole ensemble) → ``profile.json``."""
     config = job.config
-    model = build_model(config["model"])
+    if "ensemble" in config["model"]:
+        from kdbench.teachers.ensemble import EnsembleTeacher
+
+        model = EnsembleTeacher([build_model(m) for m in config["model"]["ensemble"]])
+    else:
+        model = build_model(config["model"])
     result = profile_model(model, tuple(config["input"]), device)
     (out / "profile.json").write_text(json.dumps(result, indent=2))
     return {}
 
 
-RUNNERS = {"teacher": run_train, "student": run_train, "evaluate": run_evaluate, "profile": run_profile}
-
-
 def execute_job(job, store: RunStore, device: torch.device, progress=lambda step, total: None) -> None:
     """Run ``job`` in a staging directory and move it into place when it is complete."""
     started = time.time()
+    run = JOB_KINDS.get(job.kind).obj
     with store.staging(job.id) as out:
-        summary = RUNNERS[job.kind](job, store, out, device, progress)
+        summary = run(job, store, out, device, progress)
         record = {**job.to_dict(), "summary": summary, "device": device_name(device),
-                  "threads": torch.get_num_threads(), "torch": torch.__version__, "started": started, "seconds": round(time.time() - started, 3)}
+                  "threads": torch.get_num_threads(), "torch": torch.__version__, "started": started,
+                  "seconds": round(time.time() - started, 3)}
         (out / "job.json").write_text(json.dumps(record, indent=2, default=str))

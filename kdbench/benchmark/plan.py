@@ -1,10 +1,14 @@
 """Grid → plan: a DAG of jobs whose ids hash their resolved configuration.
 
-Jobs, each depending only on what it consumes:
+Jobs, each depending only on what it consumes (see :mod:`kdbench.benchmark.jobs`):
 
-* ``teacher`` — train a teacher once per (dataset, fold, seed);
-* ``student`` — train a student with a method; ``none`` (the baseline) needs no
-  teacher, every other method depends on its teacher's job;
+* ``teacher`` — train a network on the labels once per (dataset, fold, seed): a grid
+  teacher, or an ensemble member;
+* ``assistant`` — train a network on transformed images (PLC-KD's TA_f, TA_b);
+* ``ensemble`` / ``team`` — a teacher source assembled from trained jobs (see
+  :mod:`kdbench.benchmark.sources`); a method declares them, students share them;
+* ``student`` — train a student with a method from one teacher source; ``none`` (the
+  baseline) needs no teacher;
 * ``evaluate`` — per-case metrics of one trained model on its fold's test cases;
 * ``profile`` — params, FLOPs, latency and memory of one architecture at the input size.
 
@@ -61,7 +65,14 @@ class Plan:
 
 
 def config_hash(config: dict) -> str:
-    """A short stable hash of a JSON-able config."""
+    """A short stable hash of a JSON-able config.
+
+    A dataset's ``root`` as typed is left out when the config carries the dataset's
+    ``key`` (its resolved cache parameters): ``./data`` and ``/abs/data`` are one job.
+    """
+    data = config.get("dataset")
+    if isinstance(data, dict) and "key" in data:
+        config = {**config, "dataset": {k: v for k, v in data.items() if k != "root"}}
     return hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
@@ -122,38 +133,59 @@ def _model_config(spec: ModelSpec, budget: BudgetSpec, in_channels: int, num_cla
             "in_channels": in_channels, "num_classes": num_classes}
 
 
-def build_plan(grid: GridSpec, budget: str | None = None, device: str = "cpu") -> Plan:
-    """Expand ``grid`` at ``budget`` (default: the grid's) into jobs."""
+def data_config(dataset, spec, image_size: int) -> dict:
+    """The dataset part of a job config.  ``key`` is what the job hash sees: the
+    prepared data's cache parameters (the resolved root, not the string as typed)."""
+    key = dataset.cache_params() if hasattr(dataset, "cache_params") else {"name": spec.name, "options": spec.options}
+    return {"name": spec.name, "root": spec.root, "options": spec.options, "image_size": image_size,
+            "targets": {k: list(v) for k, v in dataset.targets.items()}, "key": key}
+
+
+def build_plan(grid: GridSpec, budget: str | None = None, device: str = "cpu", precision: str = "fp32") -> Plan:
+    """Expand ``grid`` at ``budget`` (default: the grid's) into jobs.
+
+    ``precision`` (``fp32``, or ``bf16-autocast`` on CUDA) is part of every training
+    job's hash: the same grid on another precision is another result.
+    """
     from kdbench.datasets import create_dataset
     from kdbench.errors import ConfigError, MissingRootError
-    from kdbench.methods import METHODS
+    from kdbench.methods import METHODS, method_defaults
 
     budget_name = budget or grid.budget
     b = grid.budget_spec(budget_name)
-    student_recipe = resolve_recipe(grid.train, b)
-    teacher_recipe = resolve_recipe(grid.teacher_recipe(), b)
+    student_recipe = {**resolve_recipe(grid.train, b), "precision": precision}
+    teacher_recipe = {**resolve_recipe(grid.teacher_recipe(), b), "precision": precision}
     image_size = student_recipe["image_size"]
     folds = grid.protocol.fold_ids[: b.folds] if b.folds else grid.protocol.fold_ids
     seeds = grid.protocol.seeds[: b.seeds] if b.seeds else grid.protocol.seeds
 
     jobs: list[Job] = []
 
-    def profile_job(model: dict, label: str, dataset: str) -> str:
-        shape = [1, model["in_channels"], image_size, image_size]
-        job = make_job("profile", model["name"], {"model": model, "input": shape, "device": device},
-                       meta={"model": model["name"], "model_label": label, "dataset": dataset})
+    def add(job: Job) -> Job:
         jobs.append(job)
-        return job.id
+        return job
+
+    def profile_job(model: dict, label: str, dataset: str) -> str:
+        shape = [1, (model["ensemble"][0] if "ensemble" in model else model)["in_channels"], image_size, image_size]
+        return add(make_job("profile", model.get("name", "ensemble"), {"model": model, "input": shape, "device": device},
+                            meta={"model": model.get("name", "ensemble"), "model_label": label,
+                                  "dataset": dataset})).id
 
     for i, ds in enumerate(grid.datasets):
         try:
             dataset = create_dataset(ds.name, root=ds.root, image_size=image_size, targets=ds.targets, **ds.options)
         except MissingRootError as exc:
-            raise ConfigError(f"datasets[{i}] ({ds.name}): {exc} — set `root:` in the grid or "
+            raise ConfigError(f"datasets[{i}].root: {exc} — set `root:` in the grid or "
                               f"--set datasets.{i}.root=DIR (or run on the built-in data: --dataset phantom)") from None
-        data = {"name": ds.name, "root": ds.root, "options": ds.options, "image_size": image_size,
-                "targets": {k: list(v) for k, v in dataset.targets.items()}}
+        data = data_config(dataset, ds, image_size)
         c_in, n_cls = dataset.in_channels, dataset.num_classes
+
+        def model_config(spec: dict | ModelSpec) -> dict:
+            if isinstance(spec, ModelSpec):
+                return _model_config(spec, b, c_in, n_cls)
+            return {"name": spec["name"], "width": spec.get("width", 1.0) * b.width,
+                    "options": spec.get("options", {}), "in_channels": c_in, "num_classes": n_cls}
+
         for fold in folds:
             split = {"folds": grid.protocol.folds, "fold": fold, "seed": grid.protocol.split_seed,
                      "test_fraction": grid.protocol.test_fraction, "max_cases": b.max_cases}
@@ -162,36 +194,73 @@ def build_plan(grid: GridSpec, budget: str | None = None, device: str = "cpu") -
                 where = {"dataset": ds.name, "fold": fold, "seed": seed}
 
                 def evaluate(train: Job) -> None:
-                    jobs.append(make_job("evaluate", train.config["model"]["name"], {"train": train.id, **common},
-                                         deps=(train.id,), meta=train.meta))
+                    add(make_job("evaluate", train.meta["model"], {"train": train.id, **common},
+                                 deps=(train.id,), meta=train.meta))
 
-                teacher_jobs: dict[str, Job] = {}
+                def side_jobs(side, t_job: Job | None) -> Job:
+                    """The jobs of a method's teacher side; returns the source job students read."""
+                    if side.kind == "ensemble":
+                        members, configs = [], []
+                        for member in side.members:
+                            model = model_config(member.model) if member.model else t_job.config["model"]
+                            configs.append(model)
+                            members.append(add(make_job(
+                                "teacher", model["name"],
+                                {**common, "model": model, "train": teacher_recipe, "loss": member.loss,
+                                 "member": member.index},
+                                meta={**where, "role": "member", "model": model["name"],
+                                      "model_label": f"{side.label} member {member.index}"})))
+                        ids = tuple(m.id for m in members)
+                        meta = {**where, "role": "teacher", "model": side.label, "model_label": side.label,
+                                "profile": profile_job({"ensemble": configs}, side.label, ds.name)}
+                        job = add(make_job("ensemble", "ensemble", {**common, "members": list(ids)}, deps=ids,
+                                           meta=meta))
+                        evaluate(job)
+                        return job
+                    assistants = {}
+                    for a in side.assistants:
+                        deps = (t_job.id,) if a.needs_teacher else ()
+                        assistants[a.name] = add(make_job(
+                            "assistant", f"{t_job.meta['model']}-{a.name}",
+                            {**common, "model": t_job.config["model"], "train": teacher_recipe,
+                             "transform": a.transform, "teacher": t_job.id if a.needs_teacher else None},
+                            deps=deps, meta={**where, "role": "assistant", "model": t_job.meta["model"],
+                                             "model_label": f"{t_job.meta['model_label']} {a.name}"})).id
+                    deps = (t_job.id, *assistants.values())
+                    return add(make_job("team", f"{t_job.meta['model']}-team",
+                                        {**common, "teacher": t_job.id, "assistants": assistants, **side.options},
+                                        deps=deps, meta={**t_job.meta, "role": "team"}))
+
+                teacher_jobs: list[Job] = []
                 for t in grid.teachers:
-                    model = _model_config(t, b, c_in, n_cls)
+                    model = model_config(t)
                     meta = {**where, "role": "teacher", "model": t.name, "model_label": t.display,
                             "profile": profile_job(model, t.display, ds.name)}
-                    job = make_job("teacher", t.name, {**common, "model": model, "train": teacher_recipe}, meta=meta)
-                    teacher_jobs[t.display] = job
-                    jobs.append(job)
-                    evaluate(job)
+                    teacher_jobs.append(add(make_job("teacher", t.name, {**common, "model": model,
+                                                                        "train": teacher_recipe}, meta=meta)))
+                    evaluate(teacher_jobs[-1])
                 for s in grid.students:
-                    model = _model_config(s, b, c_in, n_cls)
+                    model = model_config(s)
                     prof = profile_job(model, s.display, ds.name)
                     for m in grid.methods:
-                        uses_teacher = METHODS.get(m.name).obj.requires_teacher
-                        pairs = teacher_jobs.items() if uses_teacher else [(None, None)]
-                        for t_label, t_job in pairs:
+                        cls = METHODS.get(m.name).obj
+                        pairs = teacher_jobs if cls.requires_teacher else [None]
+                        for t_job in pairs:
+                            source = t_job
+                            side = cls.teacher_side(method_defaults(m.name, m.params),
+                                                    t_job.config["model"] if t_job else None)
+                            if side is not None:
+                                source = side_jobs(side, t_job)
                             config = {**common, "model": model, "train": student_recipe,
                                       "method": {"name": m.name, "params": m.params},
-                                      "teacher": t_job.id if t_job else None}
+                                      "teacher": source.id if source else None}
                             meta = {**where, "role": "student", "model": s.name, "model_label": s.display,
-                                    "method": m.name, "method_label": m.label, "teacher_label": t_label,
-                                    "teacher": t_job.meta["model"] if t_job else None, "profile": prof}
-                            job = make_job("student", f"{s.name}-{m.name}", config,
-                                           deps=(t_job.id,) if t_job else (), meta=meta)
-                            jobs.append(job)
-                            evaluate(job)
-    unique = {}  # the same job reached twice (a shared profile, two labels for one config) runs once
+                                    "method": m.name, "method_label": m.label,
+                                    "teacher_label": source.meta["model_label"] if source else None,
+                                    "teacher": source.meta["model"] if source else None, "profile": prof}
+                            evaluate(add(make_job("student", f"{s.name}-{m.name}", config,
+                                                  deps=(source.id,) if source else (), meta=meta)))
+    unique = {}  # a job reached twice (a shared profile, ensemble or team) runs once
     for job in jobs:
         unique.setdefault(job.id, job)
     effective = effective_settings(grid, b, student_recipe, teacher_recipe, list(seeds), list(folds))

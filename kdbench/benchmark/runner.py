@@ -100,6 +100,11 @@ def run_dir_of(grid: GridSpec, out: str | Path, budget: str | None = None) -> Pa
     return Path(out) / grid.name / (budget or grid.budget)
 
 
+def precision_of(device: torch.device) -> str:
+    """The training precision on ``device``: bf16 autocast on CUDA (see ``train_model``), else fp32."""
+    return "bf16-autocast" if device.type == "cuda" else "fp32"
+
+
 def _clock(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
@@ -178,7 +183,7 @@ def run_grid(grid: GridSpec, out: str | Path = "runs", budget: str | None = None
     dev = resolve_device(device)
     dev_name = device_name(dev)
     with notes_once(console):
-        plan = build_plan(grid, budget, device=dev_name)
+        plan = build_plan(grid, budget, device=dev_name, precision=precision_of(dev))
         run_dir = run_dir_of(grid, out, plan.budget)
         store = RunStore(run_dir)
         result = RunResult(run_dir, plan)

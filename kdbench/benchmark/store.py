@@ -1,30 +1,121 @@
-"""Where a run's artefacts live, written so that a killed run never corrupts them.
+"""Where a run's artefacts live, written so that a killed run or a full disk never corrupts them.
 
-Layout: ``runs/<grid>/<job-id>/`` holds ``job.json`` (config, timings, device),
-``log.jsonl``, ``checkpoint.pt`` (model weights only), ``metrics.csv`` or
-``profile.json``.  A job works in ``runs/<grid>/.staging/<job-id>.<pid>/`` and the
-directory is renamed into place only when complete, so a job directory that exists is
-finished, and a run killed at any moment (even ``kill -9``) loses at most the job in
-flight.  Run-level files (``plan.json``, ``results.csv``, ``leaderboard.md``) are
-replaced atomically.
+Layout: ``runs/<grid>/<budget>/<job-id>/`` holds ``job.json`` (config, timings, device,
+threads), ``log.jsonl``, ``checkpoint.pt`` (model weights only), ``metrics.csv`` or
+``profile.json``.  A job works in ``.staging/<job-id>.<pid>/`` and the directory is
+renamed into place only when complete, so a job directory that exists is finished, and a
+run killed at any moment (even ``kill -9``) loses at most the job in flight.  A failed job
+leaves ``failed/<job-id>.txt`` (its traceback) and ``failed/<job-id>.json`` (job, kind,
+one-line error, time); a job directory with ``job.json`` wins over a failure record.
+
+Run-level files (``plan.json``, ``results.csv``/``.parquet``, ``leaderboard.md``) are
+written to a temporary name unique to the writer (process and thread), flushed to disk
+and moved into place with ``os.replace``: concurrent writers never share a temporary
+file, and a reader sees the old file or the new one, never a mix.  A full disk (ENOSPC,
+EDQUOT, or torch's short write) becomes one line, ``no space left on <path>: ...``, and
+leaves no temporary file or half-written job behind.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import secrets
 import shutil
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from kdbench.errors import KdbenchError, RunFailure
 
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+# what torch.save's zip writer raises when the disk fills under it (it loses the errno)
+_TORCH_SHORT_WRITE = ("unexpected pos", "PytorchStreamWriter failed writing")
+
+
+def no_space(path: str | Path, exc: BaseException) -> RunFailure | None:
+    """The one-line error (a :class:`RunFailure`, exit 1) for ``exc`` if it means the disk holding
+    ``path`` is full, else ``None``.
+
+    Recognises ``OSError`` with ``ENOSPC``/``EDQUOT`` and torch's short-write ``RuntimeError``.
+    """
+    if isinstance(exc, OSError) and exc.errno in NO_SPACE:
+        reason = exc.strerror or os.strerror(exc.errno)
+    elif isinstance(exc, RuntimeError) and any(s in str(exc) for s in _TORCH_SHORT_WRITE):
+        reason = "the write stopped short (" + " ".join(str(exc).split()) + ")"
+    else:
+        return None
+    return RunFailure(f"no space left on {path}: {reason}")
+
+
+@contextmanager
+def disk_errors(path: str | Path) -> Iterator[None]:
+    """Turn a full disk raised inside the block into ``RunFailure("no space left on <path>: ...")``."""
+    try:
+        yield
+    except (OSError, RuntimeError) as exc:
+        error = no_space(path, exc)
+        if error is None:
+            raise
+        raise error from exc
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _new_temp(path: Path) -> Path:
+    """Create an empty temporary file beside ``path``, its name unique to this writer.
+
+    ``O_EXCL`` guarantees no two writers (processes or threads) ever share it; unlike
+    ``mkstemp`` the file gets the usual umask permissions.
+    """
+    while True:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A fresh temporary path beside ``path`` to write into; moved onto ``path`` when the block ends.
+
+    The file is fsynced before ``os.replace``; on any error it is removed and ``path`` keeps
+    its previous content.  A full disk is raised as ``no space left on <path>``.
+    """
+    path = Path(path)
+    with disk_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _new_temp(path)
+        try:
+            yield tmp
+            _fsync(tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            _remove(tmp)
+            raise
+
+
+def write_atomic(path: str | Path, data: str | bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(data.encode() if isinstance(data, str) else data)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -37,21 +128,69 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def one_line(text: str) -> str:
+    """``text`` with every run of whitespace (newlines included) collapsed to one space."""
+    return " ".join(str(text).split())
+
+
 class RunStore:
-    """The artefact directory of one grid (``runs/<grid>``)."""
+    """The artefact directory of one grid at one budget (``runs/<grid>/<budget>``)."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.staging_root = self.root / ".staging"
+        self.failed_root = self.root / "failed"
 
     def job_dir(self, job_id: str) -> Path:
+        """Where a finished job's artefacts live."""
         return self.root / job_id
 
     def is_done(self, job_id: str) -> bool:
+        """Whether the job finished (its directory holds ``job.json``)."""
         return (self.job_dir(job_id) / "job.json").is_file()
 
     def read_job(self, job_id: str) -> dict:
+        """A finished job's ``job.json``."""
         return json.loads((self.job_dir(job_id) / "job.json").read_text())
+
+    def record_failure(self, job, message: str, traceback_text: str) -> bool:
+        """Write ``failed/<id>.txt`` (the traceback) and ``failed/<id>.json`` (job, kind, one-line
+        error, time) atomically.
+
+        ``job`` has ``id`` and ``kind``.  Never raises for a disk problem (a full disk must not
+        hide the job's own error): returns ``False`` when the record could not be written.
+        """
+        record = {"job": job.id, "kind": job.kind, "error": one_line(message), "time": time.time()}
+        try:
+            write_atomic(self.failed_root / f"{job.id}.txt", traceback_text)
+            write_atomic(self.failed_root / f"{job.id}.json", json.dumps(record, indent=2))
+        except (OSError, KdbenchError):
+            return False
+        return True
+
+    def failures(self) -> dict[str, dict]:
+        """The failure records of jobs that are not done, by job id.
+
+        A record from an older kdbench (only the ``.txt``) gets the traceback's last line as
+        its error; unreadable records are skipped.
+        """
+        out = {}
+        if not self.failed_root.is_dir():
+            return out
+        for path in sorted(self.failed_root.glob("*.txt")):
+            job_id = path.stem
+            if self.is_done(job_id):
+                continue
+            try:
+                record = json.loads(path.with_suffix(".json").read_text())
+            except (OSError, ValueError):
+                try:
+                    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+                except OSError:
+                    continue
+                record = {"job": job_id, "kind": None, "error": one_line(lines[-1]) if lines else "failed"}
+            out[job_id] = record
+        return out
 
     def clean_staging(self) -> list[str]:
         """Remove work left behind by runs that were killed; returns what was removed."""
@@ -67,17 +206,19 @@ class RunStore:
 
     @contextmanager
     def staging(self, job_id: str) -> Iterator[Path]:
-        """A private directory for a job in flight, renamed to the job directory on success."""
+        """A private directory for a job in flight, renamed to the job directory on success.
+
+        Any error inside the block removes the directory; a full disk there, or while moving
+        it into place, is raised as ``no space left on <job dir>: ...``.
+        """
         tmp = self.staging_root / f"{job_id}.{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        try:
-            yield tmp
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         final = self.job_dir(job_id)
-        if final.exists():  # finished meanwhile by another process: keep the first result
+        try:
+            with disk_errors(final):
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+                yield tmp
+                if not final.exists():  # finished meanwhile by another process: keep the first result
+                    os.rename(tmp, final)
+        finally:
             shutil.rmtree(tmp, ignore_errors=True)
-            return
-        os.rename(tmp, final)

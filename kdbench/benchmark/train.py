@@ -52,12 +52,21 @@ def augment(image: torch.Tensor, label: torch.Tensor, generator: torch.Generator
     return torch.stack(images), torch.stack(labels)
 
 
-class SegLoss(nn.Module):
-    """Cross-entropy + soft Dice over all classes (MONAI ``DiceCELoss``, softmax, one-hot labels)."""
+SEG_LOSSES = ("dice_ce", "ce", "dice", "none")
+"""Segmentation losses a network can train with (``none``: the method brings its own)."""
 
-    def __init__(self):
+
+class SegLoss(nn.Module):
+    """The supervised loss: cross-entropy + soft Dice over all classes (MONAI ``DiceCELoss``,
+    softmax, one-hot labels) by default; ``ce`` or ``dice`` alone for ensemble members
+    trained "with CE and with soft Dice" (Noothout et al., Sec. 2.3)."""
+
+    def __init__(self, kind: str = "dice_ce"):
         super().__init__()
-        self.loss = DiceCELoss(to_onehot_y=True, softmax=True)
+        if kind not in SEG_LOSSES[:3]:
+            raise ValueError(f"segmentation loss '{kind}': expected one of {', '.join(SEG_LOSSES[:3])}")
+        self.loss = DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=float(kind != "ce"),
+                               lambda_ce=float(kind != "dice"))
 
     def forward(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         return self.loss(logits.float(), label[:, None])
@@ -88,10 +97,16 @@ def train_model(
     teacher: nn.Module | None = None,
     log: Callable[[dict], None] = lambda record: None,
     progress: Callable[[int, int], None] = lambda step, total: None,
+    supervised: str = "dice_ce",
+    batch_transform: Callable | None = None,
 ) -> dict:
     """Train ``model`` (a teacher, or a student distilled by ``method`` from ``teacher``).
 
-    ``recipe`` is a resolved :class:`~kdbench.benchmark.grid.TrainSpec` dict.  Returns a
+    ``recipe`` is a resolved :class:`~kdbench.benchmark.grid.TrainSpec` dict;
+    ``supervised`` the loss on the labels (a method's own ``seg_loss`` wins); ``batch_transform(image,
+    label, generator) -> (image, label)`` rewrites each augmented batch (PLC-KD's
+    assistants train on FIG or BT images).  A teacher with a ``soft_targets(image,
+    label, taps)`` method (a PLC-KD team) gives label-aware outputs.  Returns a
     summary (steps, epochs, final loss).  Raises :class:`RunFailure` on a non-finite loss or non-finite weights.
     """
     seed_everything(seed)
@@ -112,7 +127,8 @@ def train_model(
         for p in teacher.parameters():
             p.requires_grad_(False)
     optimizer = make_optimizer(recipe["optimizer"], params, recipe["lr"], recipe["weight_decay"])
-    seg_loss = SegLoss()
+    supervised = method.seg_loss if method is not None else supervised
+    seg_loss = SegLoss(supervised) if supervised != "none" else None
     taps = method.taps if method is not None else ()
     aug = recipe.get("augmentation", {})
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
@@ -126,17 +142,24 @@ def train_model(
                 group["lr"] = lr_at(step, total, recipe["lr"], recipe["min_lr"], recipe["schedule"])
             image, label = augment(image, label, generator, aug.get("rotate", True), aug.get("flip", True))
             image, label = image.to(device), label.to(device)
+            if batch_transform is not None:
+                image, label = batch_transform(image, label, generator)
             batch = Batch(image=image, label=label, step=step, total_steps=total)
             with autocast:
                 teacher_out = None
                 if teacher is not None and method is not None and method.requires_teacher:
-                    with torch.no_grad(), FeatureTaps(teacher, taps) as t_taps:
-                        t_logits = teacher(image)
-                    teacher_out = Outputs(t_logits.float(), {k: v.float() for k, v in t_taps.features.items()})
+                    with torch.no_grad():
+                        if hasattr(teacher, "soft_targets"):
+                            teacher_out = teacher.soft_targets(image, label, taps)
+                        else:
+                            with FeatureTaps(teacher, taps) as t_taps:
+                                t_logits = teacher(image)
+                            teacher_out = Outputs(t_logits.float(),
+                                                  {k: v.float() for k, v in t_taps.features.items()})
                 with FeatureTaps(model, taps) as s_taps:
                     logits = model(image)
                 student_out = Outputs(logits.float(), {k: v.float() for k, v in s_taps.features.items()})
-                terms = {"seg": seg_loss(student_out.logits, label)}
+                terms = {"seg": seg_loss(student_out.logits, label)} if seg_loss is not None else {}
                 if method is not None:
                     terms.update(method(student_out, teacher_out, batch))
             loss = sum(terms.values())

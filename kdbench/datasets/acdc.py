@@ -56,6 +56,7 @@ class Acdc(VolumeDataset):
     name = "acdc"
     Options: ClassVar = AcdcOptions
     layout = "patientNNN/ folders (under training/ and testing/) with Info.cfg and patientNNN_frameFF[_gt].nii.gz"
+    download = "https://www.creatis.insa-lyon.fr/Challenge/acdc/"
     classes = ("background", "rv", "myocardium", "lv")
     default_targets = {"rv": (1,), "myocardium": (2,), "lv": (3,)}
 

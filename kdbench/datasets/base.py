@@ -20,7 +20,10 @@ from kdbench.errors import DatasetError
 
 @dataclass
 class Case:
-    """One case: image ``(S, C, H, W)`` float32, label ``(S, H, W)`` int64, spacing (z, y, x) mm.
+    """One case: image ``(S, C, H, W)`` float32, label ``(S, H, W)`` int64, spacing (z, y, x).
+
+    Spacing is in the dataset's :attr:`SegDataset.spacing_unit` (mm, or pixels for 2D
+    image sets without a physical pixel size).
 
     ``spacing`` is the spacing of the arrays held (after in-plane resampling to
     ``image_size``).  File datasets serve labels as uint8 arrays memory-mapped from the
@@ -45,12 +48,16 @@ class SegDataset(ABC):
 
     Subclasses set ``classes`` (label value → name), ``default_targets`` and
     ``in_channels``, and implement :meth:`case_ids` and :meth:`load_case`.
+    ``spacing_unit`` names the unit of every case's spacing, and so of HD95/ASSD:
+    ``"mm"`` for scans, ``"px"`` for 2D images whose spacing is in pixels.
     """
 
     classes: tuple[str, ...] = ("background", "foreground")
     default_targets: dict[str, tuple[int, ...]] = {"foreground": (1,)}
     in_channels: int = 1
     is_volume: bool = True
+    #: unit of ``Case.spacing`` and ``Case.eval_spacing``, hence of HD95 and ASSD ("mm" or "px")
+    spacing_unit: str = "mm"
     #: fraction of cases held out for testing when ``folds == 1`` and there is no
     #: official split (``None``: the protocol's default); see ``kdbench.benchmark.splits``
     holdout: float | None = None

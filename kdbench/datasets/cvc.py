@@ -66,7 +66,7 @@ def _pairs(found: Discovery, images_dir, masks_dir) -> list:
     images = [p for p in sorted(images_dir.iterdir()) if is_image(p)]
     masks = [p for p in sorted(masks_dir.iterdir()) if is_image(p)]
     found.seen += len(images)
-    pairs, problems = pair_by_stem(images, masks)
+    pairs, problems = pair_by_stem(images, masks, masks_dir)
     found.problems += problems
     return pairs
 
@@ -78,6 +78,7 @@ class CvcEndoScene(ImageDataset):
     Options: ClassVar = CvcOptions
     layout = ("CVC-300/ and CVC-612/ folders with bbdd/ and gtpolyp/, or TrainDataset/, "
               "ValidationDataset/, TestDataset/ with images/ and masks/")
+    download = "http://www.cvc.uab.es/CVC-Colon/index.php/databases/cvc-endoscenestill/"
     classes = ("background", "polyp")
     default_targets = {"polyp": (1,)}
 

@@ -210,13 +210,13 @@ def make_idrid(root: Path, train: int = 3, test: int = 2, size=(32, 48)) -> Path
 
 
 def make_folder(root: Path, cases: int = 4, size=(24, 24), colour: bool = False, images: str = "images",
-                masks: str = "masks", mask_suffix: str = "") -> Path:
-    """``images/NAME.png`` and ``masks/NAME{mask_suffix}.png``."""
+                masks: str = "masks", mask_suffix: str = "", mask_format: str = "png") -> Path:
+    """``images/NAME.png`` and ``masks/NAME{mask_suffix}.{mask_format}`` (e.g. gif, as retinal-vessel sets ship)."""
     root = Path(root)
     (root / images).mkdir(parents=True, exist_ok=True)
     (root / masks).mkdir(parents=True, exist_ok=True)
     for n in range(cases):
         image, mask = synthetic_image(size, seed=700 + n, colour=colour)
         image.save(root / images / f"img{n}.png")
-        mask.save(root / masks / f"img{n}{mask_suffix}.png")
+        mask.save(root / masks / f"img{n}{mask_suffix}.{mask_format}")
     return root

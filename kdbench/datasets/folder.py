@@ -15,7 +15,7 @@ from typing import ClassVar
 from pydantic import Field, field_validator
 
 from kdbench.datasets import register_dataset
-from kdbench.datasets.images import ImageDataset, ImageOptions, is_image, pair_by_stem
+from kdbench.datasets.images import IMAGE_SUFFIXES, ImageDataset, ImageOptions, is_image, pair_by_stem
 from kdbench.datasets.prepare import Discovery, Source
 from kdbench.errors import DatasetError
 
@@ -76,9 +76,9 @@ class Folder(ImageDataset):
             images = [p for p in sorted(images_dir.iterdir()) if p.is_file() and is_image(p)]
             masks = [p for p in sorted(masks_dir.iterdir()) if p.is_file() and is_image(p)]
             found.seen += len(images)
-            matched, problems = pair_by_stem(images, masks, opts.mask_suffix)
+            matched, problems = pair_by_stem(images, masks, masks_dir, opts.mask_suffix)
             found.problems += problems
             found.sources += [Source(stem, (image,), mask, part=part) for stem, image, mask in matched]
             if not images:
-                found.problems.append(f"{images_dir}: no images (.png, .jpg, .bmp, .tif) in it")
+                found.problems.append(f"{images_dir}: no images ({', '.join(IMAGE_SUFFIXES)}) in it")
         return found

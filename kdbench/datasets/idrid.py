@@ -42,6 +42,7 @@ class IdridOpticDisc(ImageDataset):
     Options: ClassVar = ImageOptions
     layout = ("'1. Original Images/{a. Training Set,b. Testing Set}/IDRiD_NN.jpg' with "
               "'2. All Segmentation Groundtruths/<set>/5. Optic Disc/IDRiD_NN_OD.tif'")
+    download = "https://idrid.grand-challenge.org/"
     classes = ("background", "optic_disc")
     default_targets = {"optic_disc": (1,)}
 

@@ -40,6 +40,7 @@ class Isic2018(ImageDataset):
     Options: ClassVar = IsicOptions
     layout = ("ISIC2018_Task1-2_{Training,Validation,Test}_Input/ folders with the matching "
               "ISIC2018_Task1_{...}_GroundTruth/ folders")
+    download = "https://challenge.isic-archive.com/data/#2018"
     classes = ("background", "lesion")
     default_targets = {"lesion": (1,)}
 
@@ -62,7 +63,7 @@ class Isic2018(ImageDataset):
                                           f"missing (masks of {inputs[0]})")
                 continue  # e.g. test images downloaded without their ground truth
             masks = [p for d in truths for p in sorted(d.iterdir()) if is_image(p)]
-            pairs, problems = pair_by_stem(images, masks, "_segmentation")
+            pairs, problems = pair_by_stem(images, masks, truths[0], "_segmentation")
             found.problems += problems
             found.sources += [Source(stem, (image,), mask, part=part) for stem, image, mask in pairs]
         if not found.sources and not found.problems:

@@ -45,6 +45,7 @@ class Kits19(VolumeDataset):
     name = "kits19"
     Options: ClassVar = KitsOptions
     layout = "case_NNNNN/imaging.nii.gz with case_NNNNN/segmentation.nii.gz (in the root or data/)"
+    download = "https://github.com/neheller/kits19"
     classes = ("background", "kidney", "tumour")
     default_targets = {"kidney": (1, 2), "tumour": (2,)}
     holdout = 0.2

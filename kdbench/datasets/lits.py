@@ -36,6 +36,7 @@ class Lits17(VolumeDataset):
     name = "lits17"
     Options: ClassVar = LitsOptions
     layout = "volume-N.nii[.gz] with segmentation-N.nii[.gz] (in the root or its sub-folders)"
+    download = "https://competitions.codalab.org/competitions/17094"
     classes = ("background", "liver", "tumour")
     default_targets = {"liver": (1, 2), "tumour": (2,)}
     holdout = 0.2

@@ -71,6 +71,27 @@ def parse_labels(labels, where: Path) -> tuple[tuple[str, ...], dict[str, tuple[
     return classes, targets
 
 
+def parse_channels(data: dict, where: Path) -> list[str]:
+    """The channel names from ``"channel_names"`` (nnU-Net v2) or ``"modality"`` (MSD).
+
+    A mapping ``{"0": "T1", "1": "T2"}`` gives the channels in key order; a single name
+    (``"modality": "CT"``) one channel; a list of names, those channels.  Anything else
+    is a one-line error naming the file and the field.  Neither field: one channel.
+    """
+    field = "channel_names" if data.get("channel_names") else "modality"
+    value = data.get(field)
+    if not value:
+        return ["image"]
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    if isinstance(value, dict) and all(re.fullmatch(r"\d+", str(k)) for k in value):
+        return [str(value[k]) for k in sorted(value, key=int)]
+    raise DatasetError(f"{where}: '{field}' = {json.dumps(value)[:80]}; expected a mapping of channel numbers to "
+                       f"names, e.g. {{\"0\": \"CT\"}}")
+
+
 @register_dataset("msd")
 class Msd(VolumeDataset):
     """Any Medical Segmentation Decathlon task or nnU-Net v2 raw dataset (dataset.json)."""
@@ -78,6 +99,7 @@ class Msd(VolumeDataset):
     name = "msd"
     Options: ClassVar = MsdOptions
     layout = "dataset.json with imagesTr/ and labelsTr/ (an MSD TaskNN_* or nnU-Net v2 DatasetNNN_* folder)"
+    download = "http://medicaldecathlon.com/"
     holdout = 0.2
 
     def configure(self) -> None:
@@ -94,8 +116,7 @@ class Msd(VolumeDataset):
             raise DatasetError(f"{path}: expected a JSON object")
         self.description = data
         self.classes, self.default_targets = parse_labels(data.get("labels"), path)
-        modalities = data.get("channel_names") or data.get("modality") or {"0": "image"}
-        self.modalities = [str(modalities[k]) for k in sorted(modalities, key=lambda k: int(k))]
+        self.modalities = parse_channels(data, path)
         self.file_ending = str(data.get("file_ending", ".nii.gz"))
         if self.file_ending not in NIFTI_SUFFIXES:
             raise DatasetError(f"{path}: file_ending '{self.file_ending}' is not NIfTI; dataset msd reads "

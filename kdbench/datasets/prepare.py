@@ -25,13 +25,15 @@ Writes are atomic: a case is written into a temporary folder, renamed into place
 only then entered into the manifest (itself replaced atomically).  A failure —
 a corrupt file, a full disk, a killed process — loses at most the case in flight;
 every case already prepared stays valid.  Cases that fail are reported together, as
-one error line, after all the others are prepared.  A second ``prepare`` of an
-unchanged dataset reads no data and writes nothing.
+one error line, after all the others are prepared; a full disk (``no space left on
+<cache folder> while preparing <case>``) stops preparation at once.  A second
+``prepare`` of an unchanged dataset reads no data and writes nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import multiprocessing
@@ -51,7 +53,7 @@ import numpy as np
 
 from kdbench.datasets.base import Case, SegDataset
 from kdbench.datasets.options import DatasetOptions, parse_options
-from kdbench.errors import ConfigError, DatasetError, KdbenchError
+from kdbench.errors import ConfigError, DatasetError, KdbenchError, MissingRootError
 
 #: bump when the layout of the cache changes
 FORMAT_VERSION = 1
@@ -157,17 +159,38 @@ def label_mask(labels: tuple[int, ...] | list[int]) -> int:
     return mask
 
 
-def resolve_root(root: str | os.PathLike | None, dataset: str, layout: str) -> Path:
-    """The dataset root as an absolute path; a missing one is a one-line error."""
+def resolve_root(root: str | os.PathLike | None, dataset: str, layout: str, download: str = "") -> Path:
+    """The dataset root as an absolute path; a missing one is a one-line :class:`MissingRootError`.
+
+    The message names the dataset, the root, the layout expected there and, where known,
+    where to get the data (``download``).
+    """
+    expected = f"expected a folder holding {layout}" + (f"; get the data from {download}" if download else "")
     if root is None or str(root).strip() == "":
-        raise DatasetError(f"dataset {dataset}: no root given — set `root:` in the grid (or --root) "
-                           f"to the folder holding {layout}")
+        raise MissingRootError(f"dataset {dataset} has no root ({expected})")
     path = Path(root).expanduser()
-    if not path.exists():
-        raise DatasetError(f"dataset {dataset}: root {path} does not exist (expected a folder holding {layout})")
-    if not path.is_dir():
-        raise DatasetError(f"dataset {dataset}: root {path} is a file, not a folder (expected a folder holding {layout})")
+    try:
+        exists, is_dir = path.exists(), path.is_dir()
+    except (OSError, ValueError) as exc:  # e.g. a NUL in the name, a path too long
+        raise MissingRootError(f"dataset {dataset}: root {str(root)!r} is not a usable path "
+                               f"({one_line(exc)})") from None
+    if not exists:
+        raise MissingRootError(f"dataset {dataset}: root {str(path)!r} does not exist ({expected})")
+    if not is_dir:
+        raise MissingRootError(f"dataset {dataset}: root {str(path)!r} is a file, not a folder ({expected})")
     return path.resolve()
+
+
+class CacheWriteError(DatasetError):
+    """The preparation cache cannot be written (disk full, quota, read-only): preparation stops."""
+
+
+def cache_write_error(exc: OSError, folder: Path, what: str) -> CacheWriteError:
+    """A one-line error for an ``OSError`` raised while writing ``what`` into ``folder``."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return CacheWriteError(f"no space left on {folder} while {what}; free some space, or set "
+                               f"KDBENCH_CACHE or the dataset option cache_dir to another disk")
+    return CacheWriteError(f"cannot write to {folder} while {what} ({one_line(exc)})")
 
 
 class PreparedDataset(SegDataset):
@@ -183,12 +206,14 @@ class PreparedDataset(SegDataset):
     name: ClassVar[str] = ""
     Options: ClassVar[type[DatasetOptions]] = DatasetOptions
     layout: ClassVar[str] = ""
+    #: where to get the data (a URL), named when the root is missing
+    download: ClassVar[str] = ""
     #: bump when preprocessing code changes what it writes (part of the cache key)
     preprocess_version: ClassVar[int] = 1
 
     def __init__(self, root=None, image_size: int = 256, targets=None, **options):
         self.options = parse_options(self.Options, options, self.name)
-        self.root_path = resolve_root(root, self.name, self.layout)
+        self.root_path = resolve_root(root, self.name, self.layout, self.download)
         if not isinstance(image_size, int) or image_size < 8:
             raise ConfigError(f"dataset {self.name}: image_size = {image_size!r}; needs an integer ≥ 8")
         self.configure()
@@ -344,12 +369,17 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
+    """Replace ``path`` by ``data`` as JSON, atomically; a failed write leaves no temporary file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=1, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as fh:
+            json.dump(data, fh, indent=1, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise cache_write_error(exc, path.parent, f"writing {path.name}") from None
 
 
 def read_manifest(dataset: PreparedDataset) -> dict:
@@ -368,13 +398,21 @@ def read_manifest(dataset: PreparedDataset) -> dict:
 
 
 def _write_case(dataset: PreparedDataset, source: Source, cases_dir: Path) -> dict:
-    """Prepare one case into a new folder under ``cases_dir``; returns its manifest entry."""
-    signatures = {dataset.source_key(p): file_signature(p) for p in source.files}
+    """Prepare one case into a new folder under ``cases_dir``; returns its manifest entry.
+
+    The folder is written under a temporary name and renamed into place when complete;
+    any failure removes it.  A source file that cannot be read is a :class:`DatasetError`
+    naming it; a cache that cannot be written (a full disk) a :class:`CacheWriteError`.
+    """
+    try:
+        signatures = {dataset.source_key(p): file_signature(p) for p in source.files}
+    except OSError as exc:
+        raise DatasetError(f"{exc.filename or source.files[0]}: cannot read ({one_line(exc)})") from None
     arrays = dataset.prepared_case(source)
     name = f"{safe_name(source.case_id)}-{secrets.token_hex(4)}"
     tmp = cases_dir / f".tmp-{name}"
-    tmp.mkdir(parents=True)
     try:
+        tmp.mkdir(parents=True)
         np.save(tmp / "image.npy", np.ascontiguousarray(arrays.image))
         np.save(tmp / "label.npy", arrays.label)
         np.save(tmp / "present.npy", slice_presence(
@@ -394,8 +432,10 @@ def _write_case(dataset: PreparedDataset, source: Source, cases_dir: Path) -> di
         }
         (tmp / "meta.json").write_text(json.dumps({"case_id": source.case_id, **entry}, indent=1, sort_keys=True))
         os.replace(tmp, cases_dir / name)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise cache_write_error(exc, cases_dir.parent, f"preparing {source.case_id}") from None
         raise
     return entry
 
@@ -437,7 +477,9 @@ def prepare_dataset(dataset: SegDataset, progress: Callable[[int, int, str], Non
     dataset reads no data and writes nothing.  ``progress(done, total, case_id)`` is
     called as cases finish; ``workers > 1`` prepares cases in that many processes.
     Cases that fail are skipped, the others prepared, and the failures then raised as
-    one :class:`DatasetError` (the first, with a count of the rest).
+    one :class:`DatasetError` (the first, with a count of the rest).  A cache that
+    cannot be written (:class:`CacheWriteError`: a full disk) stops preparation at once;
+    the cases prepared before stay valid and nothing half-written is left.
     """
     if not isinstance(dataset, PreparedDataset):
         raise KdbenchError(f"dataset {type(dataset).__name__} is built in memory; it has nothing to prepare")
@@ -479,7 +521,12 @@ def prepare_dataset(dataset: SegDataset, progress: Callable[[int, int, str], Non
             if entry is not None:
                 cases[source.case_id] = entry
             if entry is not None or old is not None:
-                _write_json_atomic(folder / "manifest.json", manifest)
+                try:
+                    _write_json_atomic(folder / "manifest.json", manifest)
+                except CacheWriteError:  # the manifest on disk still holds the old entry: drop the new arrays
+                    if entry is not None:
+                        shutil.rmtree(cases_dir / entry["dir"], ignore_errors=True)
+                    raise
             if old is not None:
                 shutil.rmtree(cases_dir / old["dir"], ignore_errors=True)
             if error is not None:
@@ -495,12 +542,17 @@ def prepare_dataset(dataset: SegDataset, progress: Callable[[int, int, str], Non
                 for count, future in enumerate(as_completed(futures), 1):
                     try:
                         done(futures[future], future.result(), None, count)
+                    except CacheWriteError:
+                        pool.shutdown(cancel_futures=True)
+                        raise
                     except DatasetError as exc:
                         done(futures[future], None, str(exc), count)
         else:
             for count, source in enumerate(todo, 1):
                 try:
                     entry = _write_case(dataset, source, cases_dir)
+                except CacheWriteError:
+                    raise
                 except DatasetError as exc:
                     done(source, None, str(exc), count)
                 else:
@@ -527,5 +579,5 @@ def case_rng(seed: int, case_id: str) -> np.random.Generator:
     return np.random.default_rng([int(seed), zlib.crc32(case_id.encode())])
 
 
-__all__ = ["CaseArrays", "Discovery", "PreparedDataset", "Source", "cache_root", "prepare_dataset",
-           "read_manifest"]
+__all__ = ["CaseArrays", "Discovery", "CacheWriteError", "PreparedDataset", "Source", "cache_root",
+           "prepare_dataset", "read_manifest"]

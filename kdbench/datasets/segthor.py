@@ -36,6 +36,7 @@ class Segthor(VolumeDataset):
     name = "segthor"
     Options: ClassVar = SegthorOptions
     layout = "Patient_NN/Patient_NN.nii.gz with Patient_NN/GT.nii.gz (e.g. under train/)"
+    download = "https://competitions.codalab.org/competitions/21145"
     classes = ("background", "esophagus", "heart", "trachea", "aorta")
     default_targets = {"esophagus": (1,), "heart": (2,), "trachea": (3,), "aorta": (4,)}
 

@@ -4,7 +4,10 @@ Preparation of one case:
 
 1. read the image (one file per channel, or one 4D file with channels last) and the
    label map; check that their shapes and affines agree, that the files are complete,
-   and that every label value is one of the declared classes;
+   that voxels are numbers (not RGB colour), that the image holds no NaN/inf and that
+   every label value is one of the declared classes; the voxel spacing is ``pixdim``,
+   or the sform's column lengths where ``pixdim`` is 0 or not finite
+   (:func:`voxel_spacing`);
 2. pick the slice axis (``slice_axis``: a voxel axis, or ``auto`` — the axis with the
    coarsest spacing when it is clearly coarser, ≥ 1.5× the next, else the voxel axis
    closest to the patient's superior–inferior axis) and, with ``orient``, flip voxel
@@ -25,6 +28,7 @@ preparation.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -81,7 +85,7 @@ class VolumeOptions(DatasetOptions):
     slice_seed: int = 0
     """Seed of the background-slice draw (per case, independent of case order)."""
     check_affine: bool = True
-    """Reject a label whose affine differs from its image's (half a voxel in position, 0.1% in axes)."""
+    """Reject a label whose affine differs from its image's (0.1%, half a voxel), and pixdim ≠ sform (1%)."""
 
     @field_validator("window")
     @classmethod
@@ -112,13 +116,22 @@ class RawVolume:
 
 
 def load_nifti(path: Path):
-    """The NIfTI image at ``path`` (header only); unreadable files are a one-line error."""
+    """The NIfTI image at ``path`` (header only); unreadable files are a one-line error.
+
+    nibabel's log lines about header fields it repairs (e.g. a zero ``pixdim``) are
+    silenced: :func:`voxel_spacing` reads and judges the stored values itself.
+    """
     if not path.exists():
         raise DatasetError(f"{path}: file not found")
+    logger = nib.imageglobals.logger
+    level = logger.level
+    logger.setLevel(logging.ERROR)
     try:
         return nib.load(str(path))
     except Exception as exc:  # nibabel raises many kinds for bad files
         raise DatasetError(f"{path}: not a readable NIfTI file ({one_line(exc)})") from None
+    finally:
+        logger.setLevel(level)
 
 
 def read_raw(img, path: Path) -> tuple[np.ndarray, float, float]:
@@ -138,6 +151,66 @@ def read_raw(img, path: Path) -> tuple[np.ndarray, float, float]:
     return raw, slope, inter
 
 
+def check_voxel_type(img, path: Path, what: str) -> None:
+    """Refuse voxels that are not numbers (RGB24/RGBA32 colour, complex): one line naming the file."""
+    dtype = img.get_data_dtype()
+    if dtype.names:
+        stored = f"{''.join(dtype.names)} colour voxels"
+    elif dtype.kind == "c":
+        stored = "complex voxels"
+    elif dtype.kind in "biuf":
+        return
+    else:
+        stored = f"voxels of type {dtype}"
+    if what == "label":
+        raise DatasetError(f"{path}: label map stores {stored}; labels must be integers 0..K-1 (one per voxel)")
+    raise DatasetError(f"{path}: image stores {stored}; kdbench reads grey volumes — convert it to grey, or to "
+                       f"a 4D image with one channel per colour")
+
+
+def count_nonfinite(arr: np.ndarray, chunk: int = 16) -> int:
+    """How many values of a float array are NaN or inf (counted a few slices at a time)."""
+    if arr.dtype.kind != "f":
+        return 0
+    return sum(int(np.count_nonzero(~np.isfinite(arr[i:i + chunk]))) for i in range(0, arr.shape[0], chunk))
+
+
+def stored_pixdim(img, path: Path) -> list[float]:
+    """``pixdim[1:4]`` as stored in the file (nibabel replaces a stored 0 by 1 when it loads a header)."""
+    try:
+        with nib.openers.ImageOpener(str(path)) as fh:
+            header = type(img.header).from_fileobj(fh, check=False)
+        return [abs(float(z)) for z in header["pixdim"][1:4]]
+    except Exception:  # not a NIfTI header nibabel can re-read unchecked: take the loaded one
+        return [float(z) for z in img.header.get_zooms()[:3]]
+
+
+def voxel_spacing(img, path: Path, check: bool) -> tuple[float, float, float]:
+    """The voxel spacing (mm) of the first three axes: ``pixdim``, or the sform's where it is unusable.
+
+    A stored ``pixdim`` that is 0 or not finite is replaced by the length of the sform's
+    column for that axis (the qform holds no spacing of its own: it is built from
+    ``pixdim``).  With ``check``, a ``pixdim`` and an sform that are both usable but
+    differ by more than 1 % make the spacing ambiguous, and the file is refused; an axis
+    whose spacing neither gives is refused too.
+    """
+    stated = stored_pixdim(img, path)
+    sform, code = img.header.get_sform(coded=True) if hasattr(img.header, "get_sform") else (None, 0)
+    columns = np.linalg.norm(np.asarray(sform, dtype=np.float64)[:3, :3], axis=0) if code else [np.nan] * 3
+    spacing = []
+    for axis, (pixdim, derived) in enumerate(zip(stated, columns)):
+        stated_ok = bool(np.isfinite(pixdim) and pixdim > 0)
+        derived_ok = bool(np.isfinite(derived) and derived > 0)
+        if stated_ok and derived_ok and check and abs(pixdim - derived) > 0.01 * max(pixdim, derived):
+            raise DatasetError(f"{path}: voxel spacing of axis {axis} is {pixdim:g} mm in pixdim but {derived:g} mm "
+                               f"in the sform (set the option check_affine: false to use pixdim)")
+        if not (stated_ok or derived_ok):
+            raise DatasetError(f"{path}: voxel spacing (pixdim) {tuple(stated)} is not positive, and no sform "
+                               f"gives it for axis {axis}")
+        spacing.append(pixdim if stated_ok else float(derived))
+    return spacing[0], spacing[1], spacing[2]
+
+
 def squeeze_trailing(shape: tuple[int, ...]) -> tuple[int, ...]:
     """A shape without trailing singleton axes beyond the third."""
     shape = tuple(shape)
@@ -147,11 +220,16 @@ def squeeze_trailing(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def read_label(img, path: Path, classes: tuple[str, ...]) -> np.ndarray:
-    """The label map of ``img`` as uint8, checked against the declared classes."""
+    """The label map of ``img`` as uint8, checked against the declared classes (and for NaN)."""
+    check_voxel_type(img, path, "label")
     raw, slope, inter = read_raw(img, path)
     raw = raw.reshape(squeeze_trailing(raw.shape))
     if slope != 1.0 or inter != 0.0 or raw.dtype.kind == "f":
         values = raw.astype(np.float32) * slope + inter
+        bad = count_nonfinite(values)
+        if bad:
+            raise DatasetError(f"{path}: label map holds NaN or inf in {bad} voxels; expected integer labels "
+                               f"0..{len(classes) - 1}")
         rounded = np.rint(values)
         off = np.abs(values - rounded)
         if off.size and float(off.max()) > 1e-3:
@@ -218,6 +296,8 @@ class VolumeDataset(PreparedDataset):
     """Volumes and label maps read with nibabel, sliced to 2D, evaluated per volume."""
 
     Options: ClassVar[type[VolumeOptions]] = VolumeOptions
+    #: version 2: spacing from the sform where pixdim is 0 or not finite
+    preprocess_version: ClassVar[int] = 2
     is_volume = True
     in_channels = 1
     #: channels kept from the image (``None``: all)
@@ -238,7 +318,9 @@ class VolumeDataset(PreparedDataset):
                 raise DatasetError(f"{source.label}: label shape {label_shape} does not match image "
                                    f"{path.name} shape {shape[:3]}")
             spatial.append(shape)
-        zooms = tuple(float(z) for z in images[0].header.get_zooms()[:3])
+        for path, img in zip(source.images, images):
+            check_voxel_type(img, path, "image")
+        zooms = voxel_spacing(images[0], source.images[0], self.options.check_affine)
         if self.options.check_affine:
             for path, img in zip(source.images, images):
                 off = affine_mismatch(img.affine, label_img.affine, zooms)
@@ -249,6 +331,10 @@ class VolumeDataset(PreparedDataset):
         for path, img, shape in zip(source.images, images, spatial):
             raw, slope, inter = read_raw(img, path)
             raw = raw.reshape(shape)
+            bad = count_nonfinite(raw)
+            if bad:
+                raise DatasetError(f"{path}: image holds NaN or inf in {bad} voxels; kdbench does not guess values "
+                                   f"for them — fix the file")
             if raw.ndim == 3:
                 channels.append(raw)
                 scales.append((slope, inter))
@@ -266,8 +352,6 @@ class VolumeDataset(PreparedDataset):
             raise DatasetError(f"{source.images[0]}: has {len(channels)} channels; dataset {self.name} "
                                f"expects {self.in_channels}")
         label = read_label(label_img, source.label, self.classes)
-        if not all(np.isfinite(z) and z > 0 for z in zooms):
-            raise DatasetError(f"{source.images[0]}: voxel spacing {zooms} is not positive")
         return RawVolume(channels, scales, label, zooms, np.asarray(images[0].affine))
 
     def preprocess(self, source: Source, raw: RawVolume) -> CaseArrays:

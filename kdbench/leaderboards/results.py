@@ -2,7 +2,9 @@
 
 ``results.csv`` (and ``results.parquet`` when pyarrow is installed) has one row per
 trained model × case × target × metric, with the job's dataset, fold, seed, role,
-model, method and teacher; ``profiles`` has one row per profiled architecture.
+model, method and teacher; ``profiles`` has one row per profiled architecture.  A run
+directory is ``runs/<grid>/<budget>/``; :func:`find_runs` also accepts ``runs/<grid>``
+(every budget run under it) and the older ``runs/<grid>`` run directory itself.
 """
 
 from __future__ import annotations
@@ -12,11 +14,24 @@ from pathlib import Path
 
 import pandas as pd
 
-from kdbench.benchmark.store import RunStore, write_atomic
+from kdbench.benchmark.store import RunStore, atomic_path, write_atomic
 from kdbench.errors import KdbenchError
 
 RESULT_COLUMNS = ["job", "dataset", "fold", "seed", "role", "model", "model_label", "method", "method_label",
                   "teacher", "teacher_label", "case_id", "target", "metric", "value"]
+
+
+def find_runs(path: str | Path) -> list[Path]:
+    """The run directories ``path`` names: itself if it holds ``plan.json``, else every
+    budget subdirectory (``<path>/<budget>/plan.json``) of a grid directory."""
+    path = Path(path)
+    if (path / "plan.json").is_file():
+        return [path]
+    runs = sorted(p.parent for p in path.glob("*/plan.json")) if path.is_dir() else []
+    if not runs:
+        raise KdbenchError(f"{path}: not a run directory (no plan.json in it or in a budget directory under it); "
+                           "run `kdbench run --grid FILE` first")
+    return runs
 
 
 def load_plan(run_dir: str | Path) -> dict:
@@ -24,7 +39,16 @@ def load_plan(run_dir: str | Path) -> dict:
     path = Path(run_dir) / "plan.json"
     if not path.is_file():
         raise KdbenchError(f"{run_dir}: not a run directory (no plan.json); run `kdbench run --grid FILE` first")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise KdbenchError(f"{path}: not a readable plan ({type(exc).__name__}); run `kdbench run` again") from None
+
+
+def job_records(run_dir: str | Path, plan: dict) -> dict[str, dict]:
+    """``job.json`` of every finished job of the plan, by job id."""
+    store = RunStore(run_dir)
+    return {j["id"]: store.read_job(j["id"]) for j in plan["jobs"] if store.is_done(j["id"])}
 
 
 def results_table(run_dir: str | Path) -> pd.DataFrame:
@@ -48,19 +72,22 @@ def results_table(run_dir: str | Path) -> pd.DataFrame:
 
 
 def profiles_table(run_dir: str | Path) -> pd.DataFrame:
-    """One row per finished profile job: params, FLOPs, latency, memory, input, device."""
+    """One row per finished profile job: params, FLOPs, latency (median, p10, p90), memory, input,
+    device, and the threads of the process that timed it (``job.json``)."""
     plan = load_plan(run_dir)
     store = RunStore(run_dir)
     rows = []
     for job in plan["jobs"]:
         if job["kind"] == "profile" and store.is_done(job["id"]):
             data = json.loads((store.job_dir(job["id"]) / "profile.json").read_text())
-            rows.append({"profile": job["id"], "model": job["meta"]["model"], **data})
+            threads = store.read_job(job["id"]).get("threads")
+            rows.append({"profile": job["id"], "model": job["meta"]["model"], "threads": threads, **data})
     return pd.DataFrame(rows)
 
 
 def write_results(run_dir: str | Path, frame: pd.DataFrame) -> list[Path]:
-    """Write ``results.csv`` (and ``results.parquet`` if pyarrow is available) atomically."""
+    """Write ``results.csv`` (and ``results.parquet`` if pyarrow is available) atomically,
+    each through a temporary file of its own."""
     run_dir = Path(run_dir)
     written = [run_dir / "results.csv"]
     write_atomic(written[0], frame.to_csv(index=False))
@@ -68,7 +95,6 @@ def write_results(run_dir: str | Path, frame: pd.DataFrame) -> list[Path]:
         import pyarrow  # noqa: F401
     except ImportError:
         return written
-    tmp = run_dir / ".results.parquet.tmp"
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(run_dir / "results.parquet")
+    with atomic_path(run_dir / "results.parquet") as tmp:
+        frame.to_parquet(tmp, index=False)
     return written + [run_dir / "results.parquet"]

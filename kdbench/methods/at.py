@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from kdbench.methods import register_method
-from kdbench.methods.base import LayerwiseMethod
+from kdbench.methods.base import LayerwiseMethod, Roles
+from kdbench.params import NonNegative, Positive
 
 
 def attention_map(feature: torch.Tensor, p: float = 2.0) -> torch.Tensor:
@@ -30,8 +31,8 @@ class AT(LayerwiseMethod):
 
     term = "at"
 
-    def __init__(self, layers: tuple[str, ...] = ("low", "high"), p: float = 2.0,
-                 weight: float = 1000.0, **common):
+    def __init__(self, layers: Roles = ("low", "high"), p: Positive = 2.0,
+                 weight: NonNegative = 1000.0, **common):
         super().__init__(layers=layers, weight=weight, **common)
         self.p = p
 

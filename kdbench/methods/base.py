@@ -13,14 +13,25 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import ClassVar, Iterator
+from typing import Annotated, Any, ClassVar, Iterator, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
+from kdbench.benchmark.sources import TeacherSide
 from kdbench.errors import KdbenchError
-from kdbench.models.roles import FeatureRole
+from kdbench.models.roles import ROLES, FeatureRole
+from kdbench.params import check_kwargs
+
+COMMON = ("student_roles", "teacher_roles", "num_classes")
+"""The keyword arguments every method takes from the trainer, not from the grid."""
+
+Role = Literal[ROLES]
+"""A feature role name: ``low``, ``high`` or ``pre_logits``."""
+Roles = Annotated[tuple[Role, ...], Field(min_length=1)]
+"""A non-empty tuple of feature roles (a list in a grid)."""
 
 
 @dataclass
@@ -57,12 +68,16 @@ class Method(nn.Module, ABC):
     """Base class of distillation methods.
 
     Subclasses set ``roles`` (the feature roles they read from both networks), take
-    their hyper-parameters as keyword arguments of ``__init__`` (after the three
-    common ones), and implement :meth:`forward`.
+    their hyper-parameters as annotated keyword arguments of ``__init__`` (after the
+    three common ones; ranges with the types of :mod:`kdbench.params`, e.g.
+    ``T: Positive = 4.0``), and implement :meth:`forward`.
     """
 
     roles: ClassVar[tuple[str, ...]] = ()
     requires_teacher: ClassVar[bool] = True
+    #: the supervised loss the student trains with beside the method's terms
+    #: (``dice_ce``; ``none`` when the method brings its own, as ensemble KD does)
+    seg_loss: ClassVar[str] = "dice_ce"
 
     def __init__(
         self,
@@ -74,6 +89,26 @@ class Method(nn.Module, ABC):
         self.student_roles = dict(student_roles or {})
         self.teacher_roles = dict(teacher_roles or {})
         self.num_classes = num_classes
+
+    @classmethod
+    def validate_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """``params`` checked by name, type and range against ``__init__``'s annotations.
+
+        Returns the given hyper-parameters with their values converted (a YAML list
+        becomes a tuple); raises :class:`~kdbench.errors.ConfigError` with a message
+        relative to ``params`` (``T = 0: Input should be greater than 0``).  Override it
+        (calling this one) for checks that involve several hyper-parameters at once.
+        """
+        return check_kwargs(cls, params, skip=COMMON, allow_extra=False)
+
+    @classmethod
+    def teacher_side(cls, params: dict[str, Any], teacher: dict | None) -> TeacherSide | None:
+        """What the method learns from besides the grid's teacher (see :mod:`kdbench.benchmark.sources`).
+
+        ``params`` are all hyper-parameters (defaults filled in), ``teacher`` the grid
+        teacher's model config (``None`` without one).  ``None``: the grid's teacher as it is.
+        """
+        return None
 
     @property
     def taps(self) -> tuple[str, ...]:

@@ -10,7 +10,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from kdbench.methods import register_method
-from kdbench.methods.base import Method, adapt, class_masks, conv1x1, detached, labels_at, resize_to
+from kdbench.methods.base import Method, Role, adapt, class_masks, conv1x1, detached, labels_at, resize_to
+from kdbench.params import Count, NonNegative, Positive
 
 
 def pool_large(feature: torch.Tensor, size: int, minimum: int) -> torch.Tensor:
@@ -87,11 +88,11 @@ class CIRKD(Method):
     (pooled) positions.
     """
 
-    def __init__(self, layer: str = "pre_logits", tau: float = 0.1, tau_kd: float = 1.0,
-                 lambda_mb: float = 1.0, lambda_pixel: float = 0.1, lambda_region: float = 0.1,
-                 pixel_memory: int = 2000, region_memory: int = 200, pixel_contrast: int = 400,
-                 region_contrast: int = 100, pixel_update: int = 16, pool_size: int = 4,
-                 pool_min: int = 256, **common):
+    def __init__(self, layer: Role = "pre_logits", tau: Positive = 0.1, tau_kd: Positive = 1.0,
+                 lambda_mb: NonNegative = 1.0, lambda_pixel: NonNegative = 0.1, lambda_region: NonNegative = 0.1,
+                 pixel_memory: Count = 2000, region_memory: Count = 200, pixel_contrast: Count = 400,
+                 region_contrast: Count = 100, pixel_update: Count = 16, pool_size: Count = 4,
+                 pool_min: Count = 256, **common):
         super().__init__(**common)
         self.layer = layer
         self.tau, self.tau_kd = tau, tau_kd

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from kdbench.methods import register_method
 from kdbench.methods.base import Method, adapt, detached, resize_to, role_adapters
+from kdbench.params import NonNegative, Positive
 
 
 def channel_wise_kl(x_s: torch.Tensor, x_t: torch.Tensor, T: float) -> torch.Tensor:
@@ -36,8 +37,8 @@ class CWD(Method):
     constructor defaults, norm ``none`` with ``mse``, are not CWD.)
     """
 
-    def __init__(self, T: float = 4.0, weight: float = 3.0, features: bool = False,
-                 feature_T: float = 4.0, feature_weight: float = 50.0, **common):
+    def __init__(self, T: Positive = 4.0, weight: NonNegative = 3.0, features: bool = False,
+                 feature_T: Positive = 4.0, feature_weight: NonNegative = 50.0, **common):
         super().__init__(**common)
         self.T, self.weight = T, weight
         self.features = features

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 
+from kdbench.errors import KdbenchNote
 from kdbench.methods import register_method
 from kdbench.methods.base import Method, detached, labels_at, masked_mean, resize_to
+from kdbench.params import Fraction, NonNegative, Positive
 
 
 def decoupled_kl(z_s: torch.Tensor, z_t: torch.Tensor, label: torch.Tensor, T: float
@@ -47,13 +51,19 @@ class DKD(Method):
 
     Defaults (mdistiller): ``alpha = 1``, ``beta = 8``, ``T = 4``, ``warmup = 0.2``
     (20 of 240 epochs there); segmentation ports also use β = 2, T = 1.  Caveat: with
-    two classes the non-target distribution has a single class, so NCKD is
-    identically 0 and DKD reduces to α·KD.
+    two classes (binary masks) the non-target distribution has a single class, so
+    NCKD is identically 0 (spec convention 7) and only TCKD trains; building DKD with
+    ``num_classes = 2`` says so once (a :class:`~kdbench.errors.KdbenchNote`).
     """
 
-    def __init__(self, alpha: float = 1.0, beta: float = 8.0, T: float = 4.0, warmup: float = 0.2, **common):
+    def __init__(self, alpha: NonNegative = 1.0, beta: NonNegative = 8.0, T: Positive = 4.0,
+                 warmup: Fraction = 0.2, **common):
         super().__init__(**common)
         self.alpha, self.beta, self.T, self.warmup = alpha, beta, T, warmup
+        if self.num_classes == 2:
+            warnings.warn(KdbenchNote(
+                "dkd: on binary masks (2 classes) NCKD is identically 0, so only TCKD trains "
+                "(beta has no effect)"), stacklevel=2)
 
     def warmup_factor(self, step: int, total_steps: int) -> float:
         """``min(step / warmup_steps, 1)``; 1 without warm-up."""

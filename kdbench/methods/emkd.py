@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
+from pydantic import AfterValidator
 
 from kdbench.errors import ConfigError
 from kdbench.methods import register_method
-from kdbench.methods.base import Method, class_masks, class_prototypes, detached, labels_at, resize_to
+from kdbench.methods.base import Method, Roles, class_masks, class_prototypes, detached, labels_at, resize_to
 from kdbench.methods.kd import pixel_kd
+from kdbench.params import NonNegative, Positive
 
 PARTS = ("pmd", "imd", "rad")
+
+
+def _parts(parts: tuple[str, ...]) -> tuple[str, ...]:
+    if not parts or any(part not in PARTS for part in parts):
+        raise ValueError(f"choose a non-empty subset of {', '.join(PARTS)}")
+    return parts
+
+
+Parts = Annotated[tuple[str, ...], AfterValidator(_parts)]
+"""A non-empty selection of ``pmd``, ``imd`` and ``rad``."""
 
 
 def importance_map(feature: torch.Tensor, p: float) -> torch.Tensor:
@@ -74,9 +88,9 @@ class EMKD(Method):
     Table VI doubles α, β1, β2.
     """
 
-    def __init__(self, parts: tuple[str, ...] = PARTS, alpha: float = 0.1, beta1: float = 0.9,
-                 beta2: float = 0.9, T: float = 4.0, p: float = 4.0,
-                 layers: tuple[str, ...] = ("low", "high"), eps: float = 1e-6, **common):
+    def __init__(self, parts: Parts = PARTS, alpha: NonNegative = 0.1, beta1: NonNegative = 0.9,
+                 beta2: NonNegative = 0.9, T: Positive = 4.0, p: Positive = 4.0,
+                 layers: Roles = ("low", "high"), eps: Positive = 1e-6, **common):
         super().__init__(**common)
         unknown = [part for part in parts if part not in PARTS]
         if unknown or not parts:

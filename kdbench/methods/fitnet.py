@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from kdbench.methods import register_method
-from kdbench.methods.base import LayerwiseMethod, adapt, resize_to, role_adapters
+from kdbench.methods.base import LayerwiseMethod, Roles, adapt, resize_to, role_adapters
+from kdbench.params import NonNegative
 
 
 @register_method("fitnet")
@@ -21,7 +22,7 @@ class FitNet(LayerwiseMethod):
 
     term = "fitnet"
 
-    def __init__(self, layers: tuple[str, ...] = ("pre_logits",), weight: float = 10.0, **common):
+    def __init__(self, layers: Roles = ("pre_logits",), weight: NonNegative = 10.0, **common):
         super().__init__(layers=layers, weight=weight, **common)
         self.adapters = role_adapters(self.student_roles, self.teacher_roles, self.layers)
 

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from kdbench.methods import register_method
-from kdbench.methods.base import LayerwiseMethod, class_masks, class_prototypes, labels_at, masked_mean
+from kdbench.methods.base import LayerwiseMethod, Roles, class_masks, class_prototypes, labels_at, masked_mean
+from kdbench.params import NonNegative
 
 
 def feature_variation(feature: torch.Tensor, masks: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -37,7 +38,7 @@ class IFVD(LayerwiseMethod):
 
     term = "ifvd"
 
-    def __init__(self, layers: tuple[str, ...] = ("pre_logits",), weight: float = 20.0, **common):
+    def __init__(self, layers: Roles = ("pre_logits",), weight: NonNegative = 20.0, **common):
         super().__init__(layers=layers, weight=weight, **common)
 
     def layer_loss(self, f_s, f_t, batch):

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from kdbench.methods import register_method
 from kdbench.methods.base import Method, detached, labels_at, masked_mean, resize_to
+from kdbench.params import NonNegative, Positive
 
 
 def pixel_kd(z_s: torch.Tensor, z_t: torch.Tensor, T: float, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -38,7 +39,7 @@ class KD(Method):
     drops T², so its weights (e.g. λ = 10 in the IFVD/SKD code) are not comparable.
     """
 
-    def __init__(self, T: float = 4.0, weight: float = 1.0, **common):
+    def __init__(self, T: Positive = 4.0, weight: NonNegative = 1.0, **common):
         super().__init__(**common)
         self.T = T
         self.weight = weight

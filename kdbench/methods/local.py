@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from kdbench.methods import register_method
-from kdbench.methods.base import Method, adapt, detached, labels_at, resize_to, role_adapters
+from kdbench.methods.base import Method, Roles, adapt, detached, labels_at, resize_to, role_adapters
 from kdbench.methods.kd import pixel_kd
+from kdbench.params import NonNegative, Positive
 
 
 def local_relation_loss(f_s: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
@@ -49,8 +50,8 @@ class Local(Method):
     (the ``kd`` default).  Taps ``layers``.
     """
 
-    def __init__(self, layers: tuple[str, ...] = ("pre_logits",), kd_weight: float = 1.0,
-                 local_weight: float = 1.0, T: float = 4.0, **common):
+    def __init__(self, layers: Roles = ("pre_logits",), kd_weight: NonNegative = 1.0,
+                 local_weight: NonNegative = 1.0, T: Positive = 4.0, **common):
         super().__init__(**common)
         self.layers = tuple(layers)
         self.kd_weight, self.local_weight, self.T = kd_weight, local_weight, T

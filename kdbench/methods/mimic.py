@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from kdbench.methods import register_method
+from kdbench.methods.base import Roles
 from kdbench.methods.fitnet import FitNet
+from kdbench.params import NonNegative
 
 
 @register_method("mimic")
@@ -23,5 +25,5 @@ class Mimic(FitNet):
 
     term = "mimic"
 
-    def __init__(self, layers: tuple[str, ...] = ("high",), weight: float = 1.0, **common):
+    def __init__(self, layers: Roles = ("high",), weight: NonNegative = 1.0, **common):
         super().__init__(layers=layers, weight=weight, **common)

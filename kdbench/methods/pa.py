@@ -2,20 +2,47 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 import torch
 import torch.nn.functional as F
+from pydantic import AfterValidator
 
 from kdbench.errors import ConfigError
 from kdbench.methods import register_method
-from kdbench.methods.base import Method, detached, resize_to
+from kdbench.methods.base import Method, Roles, detached, resize_to
+from kdbench.params import NonNegative, Positive
+
+
+def pool_problem(pool: dict) -> str | None:
+    """What is wrong with a PA pooling spec (``{kernel: k}``, k a whole number ≥ 1, or ``{fraction: f}``, 0 < f ≤ 1)."""
+    if len(pool) != 1 or not ({"kernel", "fraction"} & pool.keys()):
+        return "give exactly one of 'kernel' (e.g. {kernel: 2}) or 'fraction' (e.g. {fraction: 0.5})"
+    kernel, fraction = pool.get("kernel"), pool.get("fraction")
+    if kernel is not None and not (float(kernel).is_integer() and kernel >= 1):
+        return f"kernel = {kernel}: give a whole number ≥ 1"
+    if fraction is not None and not 0 < fraction <= 1:
+        return f"fraction = {fraction}: give a fraction of the map in (0, 1]"
+    return None
+
+
+def _pool(pool: dict) -> dict:
+    problem = pool_problem(pool)
+    if problem:
+        raise ValueError(problem)
+    return pool
+
+
+Pool = Annotated[dict[Literal["kernel", "fraction"], Positive], AfterValidator(_pool)]
+"""A pooling spec: ``{kernel: k}`` (k ≥ 1, whole) or ``{fraction: f}`` (0 < f ≤ 1)."""
 
 
 def check_pool(pool: dict) -> dict:
     """Validate a PA pooling spec: ``{kernel: k}`` or ``{fraction: f}``."""
     pool = dict(pool)
-    if len(pool) != 1 or not ({"kernel", "fraction"} & pool.keys()):
-        raise ConfigError(f"pool = {pool}: give exactly one of 'kernel' (e.g. {{kernel: 2}}) "
-                          "or 'fraction' (e.g. {fraction: 0.5})")
+    problem = pool_problem(pool)
+    if problem:
+        raise ConfigError(f"pool = {pool}: {problem}")
     return pool
 
 
@@ -57,8 +84,8 @@ class PA(Method):
     Taps ``layers``.  Caveat: the affinity is quadratic in the pooled positions.
     """
 
-    def __init__(self, layers: tuple[str, ...] = ("pre_logits",), weight: float = 10.0,
-                 pool: dict = {"kernel": 2}, **common):  # noqa: B006 (read-only, copied)
+    def __init__(self, layers: Roles = ("pre_logits",), weight: NonNegative = 10.0,
+                 pool: Pool = {"kernel": 2}, **common):  # noqa: B006 (read-only, copied)
         super().__init__(**common)
         self.layers = tuple(layers)
         self.weight = weight

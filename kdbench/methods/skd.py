@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from kdbench.errors import ConfigError
 from kdbench.methods import register_method
-from kdbench.methods.base import Method, detached, labels_at, resize_to
+from kdbench.methods.base import Method, Roles, detached, labels_at, resize_to
 from kdbench.methods.kd import pixel_kd
-from kdbench.methods.pa import check_pool, pair_affinity_loss
+from kdbench.methods.pa import Pool, check_pool, pair_affinity_loss
+from kdbench.params import Count, NonNegative, Positive
 
 ADVERSARIAL = ("wgan-gp", "hinge")
 
@@ -61,11 +64,11 @@ class SKD(Method):
     uses a SAGAN critic).  Taps ``layers``.
     """
 
-    def __init__(self, lambda_pi: float = 1.0, lambda_pa: float = 10.0, lambda_adv: float = 0.001,
-                 T: float = 4.0, layers: tuple[str, ...] = ("pre_logits",),
-                 pool: dict = {"kernel": 2},  # noqa: B006 (read-only, copied)
-                 adversarial: str = "wgan-gp", gp: float = 10.0, lambda_d: float = 0.1,
-                 disc_lr: float = 4e-4, disc_width: int = 64, **common):
+    def __init__(self, lambda_pi: NonNegative = 1.0, lambda_pa: NonNegative = 10.0,
+                 lambda_adv: NonNegative = 0.001, T: Positive = 4.0, layers: Roles = ("pre_logits",),
+                 pool: Pool = {"kernel": 2},  # noqa: B006 (read-only, copied)
+                 adversarial: Literal["wgan-gp", "hinge"] = "wgan-gp", gp: NonNegative = 10.0,
+                 lambda_d: NonNegative = 0.1, disc_lr: Positive = 4e-4, disc_width: Count = 64, **common):
         super().__init__(**common)
         if adversarial not in ADVERSARIAL:
             raise ConfigError(f"adversarial = '{adversarial}': choose one of {', '.join(ADVERSARIAL)}")

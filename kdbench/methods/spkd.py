@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from kdbench.methods import register_method
-from kdbench.methods.base import LayerwiseMethod
+from kdbench.methods.base import LayerwiseMethod, Roles
+from kdbench.params import NonNegative
 
 
 def batch_similarity(feature: torch.Tensor) -> torch.Tensor:
@@ -33,7 +34,7 @@ class SPKD(LayerwiseMethod):
 
     term = "spkd"
 
-    def __init__(self, layers: tuple[str, ...] = ("high",), weight: float = 3000.0, **common):
+    def __init__(self, layers: Roles = ("high",), weight: NonNegative = 3000.0, **common):
         super().__init__(layers=layers, weight=weight, **common)
 
     def layer_loss(self, f_s, f_t, batch):
