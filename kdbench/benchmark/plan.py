@@ -23,19 +23,41 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field
+from typing import Literal, TypedDict
 
 from kdbench.benchmark.grid import BudgetSpec, GridSpec, ModelSpec, TrainSpec
 
 
+class JobMeta(TypedDict, total=False):
+    """How a job is shown — the keys ``plan.json``'s readers (results, leaderboards) rely on."""
+
+    dataset: str
+    fold: int
+    seed: int
+    role: Literal["teacher", "member", "assistant", "team", "student"]
+    model: str
+    """Registry name (or, for an ensemble, its label)."""
+    model_label: str
+    method: str | None
+    method_label: str | None
+    teacher: str | None
+    """The teacher source's model name (students)."""
+    teacher_label: str | None
+    profile: str
+    """The id of the profile job that measures this row's network."""
+
+
 @dataclass(frozen=True)
 class Job:
-    """One unit of work."""
+    """One unit of work: ``kind`` names a registered job kind (:data:`kdbench.benchmark.jobs.JOB_KINDS`),
+    ``config`` is everything that changes its result (hashed into ``id``), ``meta`` how
+    leaderboards show it (never hashed)."""
 
     id: str
     kind: str
     config: dict
     deps: tuple[str, ...] = ()
-    meta: dict = field(default_factory=dict)
+    meta: JobMeta = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
