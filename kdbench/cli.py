@@ -34,6 +34,30 @@ def _mount_datasets_app() -> None:
 
 _mount_datasets_app()
 
+docs_app = typer.Typer(no_args_is_help=True, help="Build the documentation site with chosen runs published.")
+app.add_typer(docs_app, name="docs")
+
+
+@docs_app.command("build")
+def docs_build(
+    run_dirs: list[Path] = typer.Argument(None, help="Runs to publish: run directories (runs/<grid>/<budget>) or "
+                                                     "directories of runs. None: the committed phantom smoke results."),
+    site_dir: Path = typer.Option(Path("site"), "--site-dir", help="Where the site is written."),
+) -> None:
+    """Build the site (mkdocs, strict) with one leaderboard page per run and its pictures."""
+    from kdbench.site import build_site
+
+    err.print(f"site: {build_site(run_dirs or [], site_dir)}", highlight=False)
+
+
+@docs_app.command("export")
+def docs_export(run_dir: Path = typer.Argument(..., help="A run directory (runs/<grid>/<budget>)."),
+                dest: Path = typer.Argument(..., help="Where to copy it, e.g. docs-results/quickstart/smoke.")) -> None:
+    """Copy a run's publishable files (plans, metrics, profiles, logs, leaderboard, pictures; no checkpoints)."""
+    from kdbench.site import export_run
+
+    err.print(f"{len(export_run(run_dir, dest))} files copied to {dest}", highlight=False)
+
 
 class Budget(str, Enum):
     smoke = "smoke"

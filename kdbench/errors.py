@@ -34,8 +34,8 @@ class DatasetError(KdbenchError):
 class MissingRootError(DatasetError):
     """A file dataset was given no ``root``, or a ``root`` that does not exist.
 
-    The planner rewrites it into a message naming the grid field to set
-    (``--set datasets.<i>.root=DIR``).
+    The planner collects every missing dataset of a grid into one message: what is
+    missing, where to get it, how to point kdbench at it, and the phantom command.
     """
 
 

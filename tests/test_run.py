@@ -85,12 +85,12 @@ def test_student_log_has_named_terms_and_checkpoint_is_weights_only(finished_run
 
 def test_second_run_trains_nothing_and_prints_the_same_table(finished_run):
     grid, run_dir, first = finished_run
-    before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir() if p.is_dir()}
+    before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir() if (p / "job.json").is_file()}
     again = run_cli("run", "--grid", str(grid), "--out", str(run_dir.parent.parent))
     assert again.returncode == 0, again.stderr
     assert "0 to run" in again.stderr
     assert again.stdout == first.stdout
-    assert before == {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir() if p.is_dir()}
+    assert before == {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir() if (p / "job.json").is_file()}
 
 
 def test_leaderboard_command_rerenders(finished_run):

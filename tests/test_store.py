@@ -21,7 +21,7 @@ from kdbench.errors import KdbenchError, RunFailure
 from kdbench.leaderboards.render import write_leaderboard
 from kdbench.leaderboards.results import write_results
 
-from test_leaderboard_honesty import make_run
+from runbuild import make_run
 
 
 def _leftovers(directory: Path) -> list[str]:

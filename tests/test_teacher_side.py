@@ -15,7 +15,7 @@ from kdbench.benchmark.runner import run_grid
 from kdbench.benchmark.store import RunStore
 from kdbench.leaderboards.render import leaderboard_blocks
 
-from conftest import ROOT, run_cli, tiny_grid
+from conftest import run_cli, tiny_grid
 
 PLCKD_METHODS = ["none", "kd",
                  {"name": "plckd", "ta_f": True, "ta_b": False, "sc": False, "label": "plckd[ta_f]"},
@@ -82,9 +82,12 @@ def test_ensemble_run_evaluates_the_ensemble_and_reruns_nothing(write_grid, tmp_
     torch.testing.assert_close(model(x).softmax(1), expected, rtol=1e-5, atol=1e-6)
     evaluate = next(j for j in result.plan.of_kind("evaluate") if j.config["train"] == ens.id)
     assert store.read_job(evaluate.id)["summary"]["seconds_per_case"] > 0
-    before = {p.name: p.stat().st_mtime_ns for p in result.run_dir.iterdir() if p.is_dir()}
+    def jobs() -> dict[str, int]:
+        return {p.name: p.stat().st_mtime_ns for p in result.run_dir.iterdir() if (p / "job.json").is_file()}
+
+    before = jobs()
     run_grid(grid, tmp_path)  # a finished grid: nothing trains again
-    assert before == {p.name: p.stat().st_mtime_ns for p in result.run_dir.iterdir() if p.is_dir()}
+    assert before == jobs()
 
 
 def test_plckd_team_trains_and_students_learn_from_it(write_grid, tmp_path):
@@ -133,16 +136,3 @@ def test_list_methods_shows_the_teacher_side_methods():
     result = run_cli("list", "methods")
     assert result.returncode == 0
     assert "plckd" in result.stdout and "ensemble" in result.stdout
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["plckd_table1", "plckd_table2", "ensemble_table1"])
-def test_teacher_side_paper_grids_run_on_the_phantom(name, tmp_path):
-    grid = load_grid(ROOT / "tables" / f"{name}.yaml", dataset="phantom")
-    result = run_grid(grid, tmp_path, budget="smoke")
-    assert result.ok, result.failed
-    (block,) = leaderboard_blocks(result.run_dir)
-    students = [r["row"].split(" ← ")[0] for r in block["rows"] if r["kind"] == "student"]
-    assert students == [m.label for m in grid.methods]
-    text = (result.run_dir / "leaderboard.md").read_text()
-    assert "smoke — a plumbing check, NOT paper-scale" in text and "paper " in text

@@ -18,6 +18,7 @@ imports code — names become objects only through the registries.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
@@ -249,6 +250,10 @@ class LeaderboardSpec(_Strict):
         default_factory=lambda: ["dice"])
     cost: Annotated[list[Literal[COSTS]], Unique] = Field(default_factory=lambda: ["params", "flops", "latency"])
     reproduces: PaperRef | None = None
+    aggregate: Literal["mean", "range"] = "mean"
+    """How a cell sums up its (fold, seed) runs: ``mean`` shows the mean ± std; ``range`` shows
+    the min–max of the per-run means (``0.650–0.660``), the closest kdbench comes to EMKD's
+    range over the last epochs of each fold, since only final checkpoints are evaluated."""
 
 
 class GridSpec(_Strict):
@@ -590,7 +595,8 @@ def load_grid(path: str | Path, overrides: list[str] | tuple[str, ...] = (), dat
 
     ``overrides`` are ``key=value`` strings (``train.lr=1e-4``); ``dataset`` replaces the
     grid's datasets with that one dataset (default targets), so any paper grid can run
-    on the built-in phantom.
+    on the built-in phantom.  A file dataset left without a root takes one from the
+    environment (:func:`roots_from_environment`).
     """
     data = read_grid_data(path)
     if dataset is not None:
@@ -600,7 +606,41 @@ def load_grid(path: str | Path, overrides: list[str] | tuple[str, ...] = (), dat
             leaderboard.pop("targets", None)
     for text in overrides:
         apply_override(data, text)
+    roots_from_environment(data)
     return validate_grid(data, str(path))
+
+
+DATA_ENV = "KDBENCH_DATA"
+"""A folder holding one sub-folder per dataset name (``$KDBENCH_DATA/lits17``, ...)."""
+
+
+def data_env_name(dataset: str) -> str:
+    """The environment variable that holds one dataset's root: ``KDBENCH_DATA_LITS17`` for ``lits17``."""
+    return f"{DATA_ENV}_{re.sub(r'[^A-Za-z0-9]', '_', dataset).upper()}"
+
+
+def roots_from_environment(data: dict, environ: dict[str, str] | None = None) -> None:
+    """Give every file dataset entry without a ``root`` one from the environment.
+
+    ``KDBENCH_DATA_<NAME>`` (:func:`data_env_name`) is that dataset's root; else
+    ``KDBENCH_DATA/<name>``.  A root in the grid or from ``--set`` is never replaced, and
+    datasets that read no files (the phantom) get none.  See ``docs/grid-files.md``.
+    """
+    from kdbench.datasets import DATASETS
+    from kdbench.datasets.prepare import PreparedDataset
+
+    environ = os.environ if environ is None else environ
+    for entry in data.get("datasets") or ():
+        if not isinstance(entry, dict) or entry.get("root") is not None or not isinstance(entry.get("name"), str):
+            continue
+        name = entry["name"]
+        cls = DATASETS.get(name).obj if name in DATASETS else None
+        if not (isinstance(cls, type) and issubclass(cls, PreparedDataset)):
+            continue
+        if environ.get(data_env_name(name), "").strip():
+            entry["root"] = environ[data_env_name(name)].strip()
+        elif environ.get(DATA_ENV, "").strip():
+            entry["root"] = str(Path(environ[DATA_ENV].strip()) / name)
 
 
 def _fail(source: str, field: str, problem: str, value: Any = ...) -> NoReturn:

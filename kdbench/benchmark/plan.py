@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Literal, TypedDict
 
 from kdbench.benchmark.grid import BudgetSpec, GridSpec, ModelSpec, TrainSpec
@@ -163,6 +165,50 @@ def data_config(dataset, spec, image_size: int) -> dict:
             "targets": {k: list(v) for k, v in dataset.targets.items()}, "key": key}
 
 
+def _shipped_grid(grid: GridSpec) -> str:
+    """How to name the grid's file in a suggested command: ``tables/<name>.yaml`` when it is there."""
+    import kdbench
+
+    relative = Path("tables") / f"{grid.name}.yaml"
+    if relative.is_file():
+        return relative.as_posix()
+    shipped = Path(kdbench.__file__).resolve().parents[1] / relative
+    return str(shipped) if shipped.is_file() else "GRID.yaml"
+
+
+def missing_data_message(grid: GridSpec, missing: list[int]) -> str:
+    """One line for datasets whose root is missing (``grid.datasets[i]`` for ``i`` in ``missing``):
+    which data, where to get it, how to prepare it and point kdbench at it, and the command that
+    runs the same grid on the built-in phantom now (``docs/grid-files.md``, "Paper grids and their data")."""
+    from kdbench.benchmark.grid import DATA_ENV, data_env_name
+    from kdbench.datasets import DATASETS
+
+    def listed(items: list[str]) -> str:
+        return items[0] if len(items) == 1 else ", ".join(items[:-1]) + f" and {items[-1]}"
+
+    specs = [grid.datasets[i] for i in missing]
+    names = list(dict.fromkeys(ds.name for ds in specs))
+    reasons = []
+    for ds in specs:
+        if ds.root is None or not ds.root.strip():
+            reasons.append(f"{ds.name}: no root")
+        else:
+            env = next((v for v in (data_env_name(ds.name), DATA_ENV) if os.environ.get(v, "").strip()
+                        and ds.root.startswith(os.environ[v].strip())), None)
+            reasons.append(f"{ds.name}: root {ds.root!r}" + (f" (from {env})" if env else "") + " not found")
+    sources = [f"{name} ({DATASETS.get(name).obj.download})" for name in names
+               if getattr(DATASETS.get(name).obj, "download", "")]
+    grid_file = _shipped_grid(grid)
+    return (f"{grid_file} needs data this machine does not have: {listed(names)} ({'; '.join(reasons)}). "
+            + (f"Get {listed(sources)} (the grid file's comments say which data and layout); " if sources else "")
+            + "check and cache each with `kdbench datasets prepare NAME --root DIR`; then point kdbench at it: "
+            + listed([f"{data_env_name(n)}=DIR" for n in names])
+            + f" (or {DATA_ENV}=DIR holding one folder per dataset name, or "
+            + listed([f"--set datasets.{i}.root=DIR" for i in missing]) + ", or `root:` in the grid). "
+            + f"To run the same grid on the built-in phantom now: "
+              f"kdbench run --grid {grid_file} --dataset phantom --budget smoke")
+
+
 def build_plan(grid: GridSpec, budget: str | None = None, device: str = "cpu", precision: str = "fp32") -> Plan:
     """Expand ``grid`` at ``budget`` (default: the grid's) into jobs.
 
@@ -170,7 +216,7 @@ def build_plan(grid: GridSpec, budget: str | None = None, device: str = "cpu", p
     job's hash: the same grid on another precision is another result.
     """
     from kdbench.datasets import create_dataset
-    from kdbench.errors import ConfigError, MissingRootError
+    from kdbench.errors import MissingRootError
     from kdbench.methods import METHODS, method_defaults
 
     budget_name = budget or grid.budget
@@ -193,12 +239,16 @@ def build_plan(grid: GridSpec, budget: str | None = None, device: str = "cpu", p
                             meta={"model": model.get("name", "ensemble"), "model_label": label,
                                   "dataset": dataset})).id
 
-    for i, ds in enumerate(grid.datasets):
+    datasets, missing = [], []
+    for i, ds in enumerate(grid.datasets):  # every missing root is told at once
         try:
-            dataset = create_dataset(ds.name, root=ds.root, image_size=image_size, targets=ds.targets, **ds.options)
-        except MissingRootError as exc:
-            raise ConfigError(f"datasets[{i}].root: {exc} — set `root:` in the grid or "
-                              f"--set datasets.{i}.root=DIR (or run on the built-in data: --dataset phantom)") from None
+            datasets.append(create_dataset(ds.name, root=ds.root, image_size=image_size, targets=ds.targets,
+                                           **ds.options))
+        except MissingRootError:
+            missing.append(i)
+    if missing:
+        raise MissingRootError(missing_data_message(grid, missing))
+    for ds, dataset in zip(grid.datasets, datasets):
         data = data_config(dataset, ds, image_size)
         c_in, n_cls = dataset.in_channels, dataset.num_classes
 

@@ -13,6 +13,7 @@ Warnings are shown once each; :class:`~kdbench.errors.KdbenchNote` s as ``note:`
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import traceback
@@ -88,10 +89,31 @@ def effective_lines(plan: Plan) -> list[str]:
     return lines
 
 
+def versions() -> dict[str, str]:
+    """Versions of Python, kdbench and the libraries a result depends on (provenance)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for package in ("kdbench", "torch", "segmentation-models-pytorch", "timm", "monai", "numpy"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            out[package] = "not installed"
+    return out
+
+
 def save_plan(plan: Plan, run_dir: Path, device: str) -> None:
-    """``plan.json``: the resolved grid, budget, effective settings, the planning device and every job."""
-    data = {"grid": plan.grid.model_dump(mode="json"), "budget": plan.budget, "device": device,
-            "effective": plan.effective, "jobs": [j.to_dict() for j in plan.jobs]}
+    """``plan.json``: the resolved grid and its hash, budget, effective settings, the planning
+    device, package versions and every job.
+
+    ``grid_sha256`` hashes the resolved grid (the file with its ``--set`` overrides and
+    ``--dataset``), so two runs with one hash ran the same grid.
+    """
+    grid = plan.grid.model_dump(mode="json")
+    digest = hashlib.sha256(json.dumps(grid, sort_keys=True).encode()).hexdigest()
+    data = {"grid": grid, "grid_sha256": digest, "budget": plan.budget, "device": device,
+            "versions": versions(), "effective": plan.effective, "jobs": [j.to_dict() for j in plan.jobs]}
     write_atomic(run_dir / "plan.json", json.dumps(data, indent=2, default=str))
 
 

@@ -1,17 +1,22 @@
 """Markdown leaderboards rendered from a run's results, beside the papers' numbers.
 
 One table per dataset × student: the teacher(s), the student trained alone (``none``)
-and every method; per target and metric the mean ± std (the column names which std),
-Δ of the primary metric vs. ``none``, the best student value **bold** and the second
+and every method; per target and metric the mean ± std (the column names which std) or,
+with ``leaderboard.aggregate: range``, the min–max over runs; on the primary metric a
+significance mark vs. ``none`` (paired Wilcoxon signed-rank test over cases, Holm-corrected
+across the table's rows, :mod:`kdbench.leaderboards.stats`), Δ vs. ``none`` and the share
+of the teacher–student gap closed; the best student value **bold** and the second
 <u>underlined</u>, the published numbers of the table the grid reproduces, and
-params/FLOPs/latency (median, p10–p90, flagged when unstable)/memory.
+params/FLOPs/latency (median, p10–p90, flagged when unstable)/memory.  Tables are written
+with pandas' ``DataFrame.to_markdown`` (tabulate).
 
 The header says exactly what the numbers are: the budget (smoke and quick are never
 paper-scale) and what it changed, the epochs, steps, batch, image size and widths the
 jobs were trained with (from their configs, not the row labels), seeds and folds, the
 device and threads that trained them (from each job's ``job.json``, so re-rendering
 elsewhere changes nothing), the unit of HD95/ASSD (mm, or px where the data has no
-physical spacing) and what ± means.  A row whose training or evaluation failed reads
+physical spacing), what ± means, and the provenance the plan recorded (grid hash, package
+versions).  A row whose training or evaluation failed reads
 **failed** with the error in a note; a row skipped because its teacher failed reads
 "not run (teacher failed)".  See ``docs/leaderboards.md``.
 """
@@ -31,6 +36,7 @@ from kdbench.benchmark.store import RunStore, write_atomic
 from kdbench.leaderboards.paper import paper_results
 from kdbench.leaderboards.results import (find_runs, job_records, load_plan, profiles_table, results_table,
                                           write_results)
+from kdbench.leaderboards.stats import MIN_NONZERO, holm, significance_mark, wilcoxon_vs_baseline
 
 METRIC_NAMES = {"dice": "Dice", "iou": "IoU", "voe": "VOE", "rvd": "RVD", "hd95": "HD95", "assd": "ASSD"}
 DISTANCES = {"hd95", "assd"}
@@ -40,7 +46,7 @@ COST_COLUMNS = {"params": ("Params (M)", "params_M", "{:.3g}"), "flops": ("FLOPs
                 "latency": ("Latency (ms)", "latency_ms", "{:.2f}"), "memory": ("Peak mem (MB)", "peak_mem_MB", "{:.1f}"),
                 "time": ("Time/case (s)", "seconds_per_case", "{:.3g}")}
 #: published cost columns (Noothout et al. Table 1): paper metric and the scale to our unit
-PAPER_COSTS = {"params": [("params_M", 1.0)], "memory": [("gpu_mem_GB", 1024.0)], "time": [("seconds_per_scan", 1.0)]}
+PAPER_COSTS = {"params": [("params_M", 1.0)], "flops": [("flops_G", 1.0)], "memory": [("gpu_mem_GB", 1024.0)], "time": [("seconds_per_scan", 1.0)]}
 LATENCY_SPREAD = "Latency p10–p90 (ms)"
 UNSTABLE_RATIO = 2.0  # p90/p10 above this: the timing is not trustworthy
 UNSTABLE_NOTE = (f"⚠ unstable timing: p90/p10 > {UNSTABLE_RATIO:g}, the machine was busy while it was timed; "
@@ -50,7 +56,8 @@ PAPERS = {"emkd_tmi2021": "Qin et al., IEEE TMI 2021 (EMKD)", "plckd_miccai2024"
 BUDGET_NOTE = {"smoke": "smoke — a plumbing check, NOT paper-scale", "quick": "quick — reduced, NOT paper-scale",
                "paper": "paper — the grid's full recipe"}
 TRAINED = ("teacher", "assistant", "student")  # job kinds that train a network
-SPREAD_NAME = {"cases": "± case std", "runs": "± run std"}
+SPREAD_NAME = {"cases": "± case std", "runs": "± run std", "range": "min–max over runs"}
+VERSION_NAMES = {"segmentation-models-pytorch": "smp"}  # short names in the provenance line
 _SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
@@ -75,13 +82,16 @@ def _finite(value) -> float | None:
 
 def summarise(values: pd.DataFrame) -> dict:
     """One row × target × metric: the mean over (fold, seed) runs of the per-run case means, the
-    std over runs (``run_std``, NaN with one run) and the std over all test cases (``case_std``)."""
+    std over runs (``run_std``, NaN with one run), the std over all test cases (``case_std``) and
+    the lowest and highest per-run mean (``min``, ``max``: the ``range`` aggregate)."""
     values = values.dropna(subset=["value"])
     if values.empty:
-        return {"mean": math.nan, "run_std": math.nan, "case_std": math.nan, "runs": 0, "n": 0}
+        return {"mean": math.nan, "run_std": math.nan, "case_std": math.nan, "min": math.nan, "max": math.nan,
+                "runs": 0, "n": 0}
     runs = values.groupby(["fold", "seed"])["value"].mean()
     return {"mean": float(runs.mean()), "run_std": float(runs.std(ddof=0)) if len(runs) > 1 else math.nan,
-            "case_std": float(values["value"].std(ddof=0)), "runs": len(runs), "n": len(values)}
+            "case_std": float(values["value"].std(ddof=0)), "min": float(runs.min()), "max": float(runs.max()),
+            "runs": len(runs), "n": len(values)}
 
 
 def _rows(grid: dict, jobs: list[dict], dataset: str, student: str) -> list[dict]:
@@ -92,7 +102,7 @@ def _rows(grid: dict, jobs: list[dict], dataset: str, student: str) -> list[dict
 
     def teacher_row(label: str, model: str, ids: list[str]) -> None:
         rows.append({"row": f"teacher: {label}", "kind": "teacher", "jobs": ids, "model": model,
-                     "method": "teacher", "method_label": "teacher", "teacher": model,
+                     "method": "teacher", "method_label": "teacher", "teacher": model, "teacher_label": label,
                      "profile": next(j["meta"]["profile"] for j in trains if j["id"] == ids[0])})
 
     for t in grid["teachers"]:
@@ -113,7 +123,7 @@ def _rows(grid: dict, jobs: list[dict], dataset: str, student: str) -> list[dict
             name = m["label"] + (f" ← {teacher}" if named else "")
             rows.append({"row": name, "kind": "student", "jobs": [j["id"] for j in group], "model": group[0]["meta"]["model"],
                          "method": m["name"], "method_label": m["label"], "teacher": group[0]["meta"]["teacher"],
-                         "profile": group[0]["meta"]["profile"]})
+                         "teacher_label": teacher or None, "profile": group[0]["meta"]["profile"]})
     return rows
 
 
@@ -228,6 +238,43 @@ def _cost(profiles: pd.DataFrame, profile_id: str) -> dict:
     return cost
 
 
+def _compare(rows: list[dict], frames: list[dict[str, pd.DataFrame]]) -> None:
+    """Add to every cell its comparison with ``none``, the student trained alone.
+
+    ``p``: the paired Wilcoxon signed-rank test over cases (:func:`wilcoxon_vs_baseline`; with
+    ``pairs``, ``median_diff`` and ``test_note``); ``p_holm``: ``p`` Holm-adjusted across the
+    block's student rows other than ``none``, per target and metric; ``gap_closed``: (row − none)
+    / (teacher − none) of the means, with the block's one teacher row or else the row's own
+    teacher, NaN when that gap is below the metric's last shown digit.  Rows that are not
+    compared (teachers, ``none`` itself for the test) keep NaN.
+    """
+    baseline = next((i for i, r in enumerate(rows) if r["kind"] == "student" and r["method"] == "none"), None)
+    teachers = [r for r in rows if r["kind"] == "teacher"]
+    tested = [i for i, r in enumerate(rows) if r["kind"] == "student" and i != baseline]
+    for key in rows[0]["cells"] if rows else ():
+        for r in rows:
+            r["cells"][key].update(p=math.nan, p_holm=math.nan, pairs=0, median_diff=math.nan, test_note=None,
+                                   gap_closed=math.nan)
+        if baseline is None:
+            continue
+        for i in tested:
+            test = wilcoxon_vs_baseline(frames[i][key], frames[baseline][key])
+            rows[i]["cells"][key].update(p=test["p"], pairs=test["pairs"], median_diff=test["median_diff"],
+                                         test_note=test["note"])
+        for i, adjusted in zip(tested, holm([rows[i]["cells"][key]["p"] for i in tested])):
+            rows[i]["cells"][key]["p_holm"] = float(adjusted)
+        base = rows[baseline]["cells"][key]["mean"]
+        smallest = 10.0 ** -_digits(key.split("/")[1])
+        for r in rows:
+            teacher = teachers[0] if len(teachers) == 1 else next(
+                (t for t in teachers if t["teacher_label"] == r["teacher_label"]), None)
+            if r["kind"] != "student" or teacher is None:
+                continue
+            gap = teacher["cells"][key]["mean"] - base
+            if np.isfinite(gap) and abs(gap) >= smallest and np.isfinite(r["cells"][key]["mean"]):
+                r["cells"][key]["gap_closed"] = float((r["cells"][key]["mean"] - base) / gap)
+
+
 def _setup(plan: dict, dataset: str, student: str, rows: list[dict], records: dict[str, dict],
            profiles: pd.DataFrame) -> dict:
     """What the block's numbers are: recipes, widths, seeds, folds, devices, unit, ± convention."""
@@ -254,6 +301,9 @@ def _setup(plan: dict, dataset: str, student: str, rows: list[dict], records: di
     runs = max((r["expected"] for r in rows), default=1)
     effective = plan.get("effective")
     return {
+        "grid_sha256": plan.get("grid_sha256"),
+        "versions": plan.get("versions"),
+        "aggregate": plan["grid"]["leaderboard"].get("aggregate", "mean"),
         "budget": plan["budget"],
         "changed": effective.get("changed") if effective else None,
         "student_recipe": recipe(students[0]),
@@ -271,7 +321,8 @@ def _setup(plan: dict, dataset: str, student: str, rows: list[dict], records: di
         "profiled_on": _device_text(profiled) if profiled else None,
         "spacing_unit": _spacing_unit(evaluations),
         "runs": runs,
-        "spread": "runs" if runs > 1 else "cases",
+        "spread": "range" if plan["grid"]["leaderboard"].get("aggregate") == "range"
+        else "runs" if runs > 1 else "cases",
     }
 
 
@@ -298,13 +349,12 @@ def leaderboard_blocks(run_dir: str | Path, results: pd.DataFrame | None = None)
         targets = [t for t in (spec["targets"] or ds_targets) if t in ds_targets] or list(ds_targets)
         for s in grid["students"]:
             student = s["label"] or s["name"]
-            rows = []
+            rows, frames = [], []
             for row in _rows(grid, jobs, ds, student):
                 sub = results[results["job"].isin(row["jobs"])]
-                cells = {}
-                for target in targets:
-                    for metric in metrics:
-                        cells[f"{target}/{metric}"] = summarise(sub[(sub["target"] == target) & (sub["metric"] == metric)])
+                frames.append({f"{t}/{m}": sub[(sub["target"] == t) & (sub["metric"] == m)]
+                               for t in targets for m in metrics})
+                cells = {key: summarise(frame) for key, frame in frames[-1].items()}
                 paper = {m: _paper_lookup(spec["reproduces"], row, m) for m in metrics}
                 paper_cost = {c: _paper_lookup(spec["reproduces"], row, c, PAPER_COSTS) for c in spec["cost"]
                               if c in PAPER_COSTS}
@@ -313,9 +363,11 @@ def leaderboard_blocks(run_dir: str | Path, results: pd.DataFrame | None = None)
                          if j["kind"] == "evaluate" and j["config"]["train"] in row["jobs"] and j["id"] in records]
                 if [t for t in times if t is not None]:
                     cost["time"] = float(np.mean([t for t in times if t is not None]))
-                rows.append({**{k: row[k] for k in ("row", "kind", "model", "method", "method_label", "profile")},
+                rows.append({**{k: row[k] for k in ("row", "kind", "model", "method", "method_label", "teacher_label",
+                                                    "profile")},
                              "cells": cells, "cost": cost, "paper": paper, "paper_cost": paper_cost,
                              **progress.row(row["jobs"])})
+            _compare(rows, frames)
             if rows:
                 blocks.append({"dataset": ds, "student": student, "targets": targets, "metrics": metrics,
                                "setup": _setup(plan, ds, student, rows, records, profiles), "rows": rows})
@@ -358,6 +410,7 @@ def _header(plan: dict, block: dict) -> list[str]:
     widths += [_width_text("teacher", w) for w in setup["teacher_widths"]]
     scaled = any(w["grid_width"] is not None and not math.isclose(w["width"], w["grid_width"])
                  for w in [setup["student_width"], *setup["teacher_widths"]])
+    primary = block["metrics"][0]
     spread = (f"std over the {setup['runs']} (fold, seed) runs of their per-run means (columns marked "
               f"{SPREAD_NAME['runs']}; a row with one finished run shows none)"
               if setup["spread"] == "runs" else
@@ -377,12 +430,22 @@ def _header(plan: dict, block: dict) -> list[str]:
              f"- **Trained on:** {setup['trained_on'] or '– (no training job has finished)'}"]
     if setup["profiled_on"]:
         lines.append(f"- **Profiled on:** {setup['profiled_on']}")
-    lines.append(f"- **±:** {spread}; leaderboard.json holds both (run_std, case_std)")
+    lines += _provenance(setup)
+    if setup["aggregate"] == "range":
+        lines.append(f"- **Range:** min–max over the {setup['runs']} (fold, seed) runs of their per-run means "
+                     f"(columns marked {SPREAD_NAME['range']}; a row with one finished run shows its mean). EMKD gives "
+                     "the range over the last epochs of each fold; only final checkpoints are evaluated here. "
+                     "leaderboard.json holds mean, run_std and case_std too")
+    else:
+        lines.append(f"- **±:** {spread}; leaderboard.json holds both (run_std, case_std)")
     if setup["spacing_unit"] == "px":
         lines.append("- **HD95/ASSD in pixels:** this dataset has no physical spacing")
     elif setup["spacing_unit"] != "mm":
         lines.append("- **HD95/ASSD:** some evaluations are in mm and some in pixels — do not compare them")
-    lines.append("- Δ vs. `none`, the student trained alone; best student **bold**, second <u>underlined</u>.")
+    lines.append(f"- Δ vs. `none`, the student trained alone; **gap closed:** (row − `none`) / (teacher − `none`) "
+                 f"of the {METRIC_NAMES[primary]} means, the share of the teacher–student gap the method closes "
+                 "(empty when that gap is below the last digit shown); best student **bold**, second <u>underlined</u>.")
+    lines.append(_significance_text(block))
     ref = grid["leaderboard"]["reproduces"]
     if ref:
         lines.append(f"- **Paper columns:** {PAPERS.get(ref['paper'], ref['paper'])}, Table {ref['table']} — "
@@ -390,9 +453,37 @@ def _header(plan: dict, block: dict) -> list[str]:
     return lines
 
 
+def _provenance(setup: dict) -> list[str]:
+    """Header lines naming the grid hash and the package versions the plan recorded."""
+    digest = setup.get("grid_sha256")
+    versions = setup.get("versions")
+    grid = (f"sha256 `{digest}` (the resolved grid: the file with its `--set` and `--dataset`)" if digest
+            else "not recorded (this plan was written by an older kdbench)")
+    packages = (", ".join(f"{VERSION_NAMES.get(name, name)} {version}" for name, version in versions.items())
+                if versions else "not recorded (this plan was written by an older kdbench)")
+    return [f"- **Grid:** {grid}", f"- **Versions:** {packages}"]
+
+
+def _significance_text(block: dict) -> str:
+    """The header line that says what the mark beside a primary-metric cell means."""
+    primary = METRIC_NAMES[block["metrics"][0]]
+    text = (f"- **Significance:** marks on the {primary} cells: `*` p < 0.05, `**` p < 0.01 after Holm correction "
+            f"across the table's student rows (per target), from a two-sided paired Wilcoxon signed-rank test over the test "
+            f"cases against `none`, each case paired with itself in the same (fold, seed) run (Noothout et al.); "
+            f"↑/↓: the median paired difference is positive/negative; no mark: not significant, or not tested "
+            f"(fewer than {MIN_NONZERO} cases that differ: p could not fall below 0.05)")
+    keys = [f"{t}/{block['metrics'][0]}" for t in block["targets"]]
+    if not any(np.isfinite(r["cells"][k]["p"]) for r in block["rows"] for k in keys):
+        text += f" — no row is tested here: none has {MIN_NONZERO} cases that differ from `none`"
+    return text
+
+
 def render_markdown(run_dir: str | Path) -> str:
-    """The run's leaderboard(s) as markdown."""
-    return _markdown(load_plan(run_dir), leaderboard_blocks(run_dir))
+    """The run's leaderboard(s) as markdown, linking the pictures already written beside it."""
+    from kdbench.leaderboards.plots import picture_markdown
+
+    blocks = leaderboard_blocks(run_dir)
+    return _markdown(load_plan(run_dir), blocks, picture_markdown(run_dir, blocks))
 
 
 def _label(row: dict, note: str) -> str:
@@ -412,15 +503,28 @@ def _failure_note(row: dict) -> str:
                      for f in row["failed"])
 
 
-def _markdown(plan: dict, blocks: list[dict]) -> str:
+def _cell(cell: dict, metric: str, aggregate: str, spread: str) -> str:
+    """A metric cell as shown: ``mean ± std``, or ``min–max`` over runs with the ``range`` aggregate
+    (a cell with one run shows its mean alone)."""
+    if aggregate == "range":
+        if cell["runs"] > 1:
+            return f"{_fmt(cell['min'], metric)}–{_fmt(cell['max'], metric)}"
+        return _fmt(cell["mean"], metric)
+    std = cell["run_std"] if spread == "runs" else cell["case_std"]
+    return _fmt(cell["mean"], metric) + (f" ± {_fmt(std, metric)}" if np.isfinite(std) else "")
+
+
+def _markdown(plan: dict, blocks: list[dict], pictures: list[list[str]] | None = None) -> str:
+    """The page: a title, then per block its header lines, its table (``DataFrame.to_markdown``),
+    its numbered notes and its pictures (markdown image lines, see ``plots.picture_markdown``)."""
     cost_keys = plan["grid"]["leaderboard"]["cost"]
     out = [f"# Leaderboard: {plan['grid']['name']} · budget {plan['budget']}", ""]
     if plan["grid"].get("description"):
         out += [plan["grid"]["description"], ""]
-    for block in blocks:
+    for i, block in enumerate(blocks):
         out += _header(plan, block) + [""]
         metrics, targets, rows, setup = block["metrics"], block["targets"], block["rows"], block["setup"]
-        unit, spread = setup["spacing_unit"], setup["spread"]
+        unit, spread, aggregate = setup["spacing_unit"], setup["spread"], setup["aggregate"]
         primary = metrics[0]
 
         def ours(m: str) -> str:
@@ -430,14 +534,15 @@ def _markdown(plan: dict, blocks: list[dict]) -> str:
         paper_keys = list(dict.fromkeys(k for r in rows for m in metrics for k in r["paper"][m]))
         columns = ["Row"]
         for target in targets:
-            columns += [f"{target} {ours(m)}" for m in metrics] + [f"{target} Δ{metric_name(primary, unit)}"]
+            columns += [f"{target} {ours(m)}" for m in metrics]
+            columns += [f"{target} Δ{metric_name(primary, unit)}", f"{target} gap closed"]
         columns += [f"paper {k} {metric_name(m)}" for m in metrics for k in paper_keys
                     if any(k in r["paper"][m] for r in rows)]
         for c in cost_keys:
             columns += [COST_COLUMNS[c][0]] + ([LATENCY_SPREAD] if c == "latency" else [])
         paper_cost = [(c, k) for c in cost_keys if c in PAPER_COSTS
                       for k in dict.fromkeys(k for r in rows for k in r["paper_cost"].get(c, {}))]
-        columns += [f"paper {k} {COST_COLUMNS[c][0]}" for c, k in paper_cost]
+        columns += [" ".join(filter(None, ("paper", k, COST_COLUMNS[c][0]))) for c, k in paper_cost]
         ranks = {}
         students = [r for r in rows if r["kind"] == "student"]
         for key in (f"{t}/{m}" for t in targets for m in metrics):
@@ -447,7 +552,7 @@ def _markdown(plan: dict, blocks: list[dict]) -> str:
                             key=(lambda v: abs(v)) if metric == "rvd" else None, reverse=metric not in LOWER_IS_BETTER)
             ranks[key] = values[:2]
         baseline = next((r for r in rows if r["method"] == "none"), None)
-        lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(["---"] + ["--:"] * (len(columns) - 1)) + "|"]
+        table = []
         notes, unstable = [], False
         for r in rows:
             mark = ""
@@ -460,8 +565,7 @@ def _markdown(plan: dict, blocks: list[dict]) -> str:
             for target in targets:
                 for m in metrics:
                     c = r["cells"][f"{target}/{m}"]
-                    std = c["run_std"] if spread == "runs" else c["case_std"]
-                    text = _fmt(c["mean"], m) + (f" ± {_fmt(std, m)}" if np.isfinite(std) else "")
+                    text = _cell(c, m, aggregate, spread)
                     best = ranks[f"{target}/{m}"]
                     shown = round(c["mean"], _digits(m)) if np.isfinite(c["mean"]) else None
                     if status and shown is None:
@@ -470,10 +574,15 @@ def _markdown(plan: dict, blocks: list[dict]) -> str:
                         text = f"**{text}**"
                     elif r["kind"] == "student" and len(best) > 1 and shown == best[1]:
                         text = f"<u>{text}</u>"
+                    if m == primary and (sig := significance_mark(c["p_holm"], c["median_diff"])):
+                        text += " " + sig.replace("*", "\\*")
                     cells.append(text)
                 base = baseline["cells"][f"{target}/{primary}"]["mean"] if baseline else math.nan
-                mine = r["cells"][f"{target}/{primary}"]["mean"]
-                cells.append(f"{mine - base:+.3f}" if r["kind"] == "student" and np.isfinite(mine - base) else "")
+                mine = r["cells"][f"{target}/{primary}"]
+                delta = mine["mean"] - base
+                cells.append(f"{delta:+.3f}" if r["kind"] == "student" and np.isfinite(delta) else "")
+                gap = round(mine["gap_closed"], 2) + 0.0  # + 0.0: a gap that rounds to -0 % reads 0 %
+                cells.append(f"{gap:.0%}" if np.isfinite(gap) else "")
             for m in metrics:
                 for k in paper_keys:
                     if any(k in x["paper"][m] for x in rows):
@@ -490,23 +599,31 @@ def _markdown(plan: dict, blocks: list[dict]) -> str:
                 else:
                     cells.append(text)
             cells += [r["paper_cost"][c].get(k, "") for c, k in paper_cost]
-            lines.append("| " + " | ".join(cells) + " |")
-        out += lines + [""]
+            table.append(cells)
+        frame = pd.DataFrame(table, columns=columns)
+        out += [frame.to_markdown(index=False, colalign=["left"] + ["right"] * (len(columns) - 1),
+                                  disable_numparse=True), ""]
         notes = [f"{str(i).translate(_SUPERSCRIPT)} {note}" for i, note in enumerate(notes, 1)]
         if unstable:
             notes.append(UNSTABLE_NOTE)
         if notes:
             out += ["\n\n".join(notes), ""]
+        if pictures and pictures[i]:
+            out += ["\n\n".join(pictures[i]), ""]
     return "\n".join(out)
 
 
 def write_leaderboard(run_dir: str | Path) -> Path:
-    """Write ``results.csv``/``.parquet``, ``leaderboard.md`` and ``leaderboard.json``; return the markdown path."""
+    """Write ``results.csv``/``.parquet``, the pictures (``pictures/*.png``), ``leaderboard.md`` and
+    ``leaderboard.json``; return the markdown path."""
+    from kdbench.leaderboards.plots import picture_markdown, write_pictures
+
     run_dir = Path(run_dir)
     results = results_table(run_dir)
     write_results(run_dir, results)
     blocks = leaderboard_blocks(run_dir, results)
-    write_atomic(run_dir / "leaderboard.md", _markdown(load_plan(run_dir), blocks))
+    write_pictures(run_dir, blocks)
+    write_atomic(run_dir / "leaderboard.md", _markdown(load_plan(run_dir), blocks, picture_markdown(run_dir, blocks)))
     write_atomic(run_dir / "leaderboard.json", json.dumps(blocks, indent=2, default=float))
     return run_dir / "leaderboard.md"
 
