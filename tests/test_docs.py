@@ -19,7 +19,7 @@ def test_site_builds_with_generated_pages(tmp_path):
     grid = tmp_path / "tiny.yaml"
     grid.write_text(yaml.safe_dump(tiny_grid(methods=["none"], teachers=[])))
     assert run_cli("run", "--grid", str(grid), "--out", str(runs)).returncode == 0
-    (runs / "tiny" / "paper" / "pictures").mkdir()
+    (runs / "tiny" / "paper" / "pictures").mkdir(exist_ok=True)
     (runs / "tiny" / "paper" / "pictures" / "extra.png").write_bytes(b"\x89PNG\r\n\x1a\nnot drawn")
     site = tmp_path / "site"
     result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],

@@ -12,7 +12,7 @@ from kdbench.leaderboards.render import leaderboard_blocks
 from conftest import ROOT
 
 
-@pytest.mark.parametrize("name", ["table3", "all_methods"])
+@pytest.mark.parametrize("name", ["table3", pytest.param("all_methods", marks=pytest.mark.slow)])
 def test_grid_smoke_has_one_finite_row_per_method(name, tmp_path):
     grid = load_grid(ROOT / "tables" / f"{name}.yaml", dataset="phantom")
     result = run_grid(grid, tmp_path, budget="smoke")
@@ -27,6 +27,7 @@ def test_grid_smoke_has_one_finite_row_per_method(name, tmp_path):
     assert "smoke — a plumbing check, NOT paper-scale" in text
 
 
+@pytest.mark.slow
 def test_table3_sits_beside_emkd_table3(tmp_path):
     grid = load_grid(ROOT / "tables" / "table3.yaml", dataset="phantom")
     result = run_grid(grid, tmp_path, budget="smoke")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from torch import nn
 
@@ -33,6 +34,7 @@ def test_peak_memory_counts_weights_and_activations():
     assert small > weights and large >= weights + activation and large > small
 
 
+@pytest.mark.slow
 def test_profile_model_and_cli_json():
     result = profile_model(nn.Conv2d(1, 2, 1), (1, 1, 16, 16), torch.device("cpu"), runs=50)
     assert {"params_M", "flops_G", "latency_ms", "peak_mem_MB", "device", "input"} <= set(result)

@@ -93,6 +93,7 @@ def test_second_run_trains_nothing_and_prints_the_same_table(finished_run):
     assert before == {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir() if (p / "job.json").is_file()}
 
 
+@pytest.mark.slow
 def test_leaderboard_command_rerenders(finished_run):
     _, run_dir, first = finished_run
     result = run_cli("leaderboard", str(run_dir))
