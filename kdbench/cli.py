@@ -227,8 +227,10 @@ def _usage_error(exc: BaseException) -> bool:
     return hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int)
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).replace("Value error, ", "").split())
+def _one_line(text) -> str:
+    from kdbench.benchmark.store import one_line
+
+    return one_line(str(text).replace("Value error, ", ""))
 
 
 def main(argv: list[str] | None = None) -> None:

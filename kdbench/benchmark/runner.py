@@ -33,7 +33,7 @@ from kdbench.benchmark.grid import GridSpec
 from kdbench.benchmark.jobs import execute_job
 from kdbench.benchmark.plan import Plan, build_plan
 from kdbench.benchmark.profile import device_name, resolve_device
-from kdbench.benchmark.store import RunStore, write_atomic
+from kdbench.benchmark.store import RunStore, one_line, write_atomic
 from kdbench.errors import ConfigError, KdbenchError, KdbenchNote
 
 
@@ -184,7 +184,7 @@ def notes_once(console: Console) -> Iterator[None]:
 
 def _failure_message(exc: BaseException) -> str:
     text = str(exc) if isinstance(exc, KdbenchError) else f"{type(exc).__name__}: {exc}"
-    return " ".join(text.split()) or type(exc).__name__
+    return one_line(text) or type(exc).__name__
 
 
 def run_grid(grid: GridSpec, out: str | Path = "runs", budget: str | None = None, device: str | None = None,
