@@ -2,6 +2,10 @@
 
 Every :class:`~kdbench.errors.KdbenchError` is printed as one red line on stderr and
 exits with status 2 — never a traceback.
+
+Start-up (issue 11): at the top level this module imports only Typer, Rich and the
+standard library; each command imports the library code it calls, so ``kdbench --help``
+loads no torch.
 """
 
 from __future__ import annotations
@@ -71,6 +75,16 @@ class Kind(str, Enum):
     datasets = "datasets"
 
 
+class Executor(str, Enum):
+    local = "local"
+    slurm = "slurm"
+
+
+class ExportFormat(str, Enum):
+    onnx = "onnx"
+    torchscript = "torchscript"
+
+
 def _threads(value: int | None) -> int | None:
     if value is not None and value < 1:
         raise typer.BadParameter(f"{value}: must be at least 1")
@@ -91,18 +105,37 @@ def run(
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 … (default: cuda if available)."),
     threads: Optional[int] = typer.Option(None, "--threads", callback=_threads, help=THREADS_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", metavar="",
-                                 help="Print what the budget runs and the plan (job, depends on, status); run nothing."),
+                                 help="Print what the budget runs, its time estimate and the plan (job, depends on, "
+                                      "status); run nothing."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1,
+                                          help="Jobs run at once (default: one per visible GPU, else 1)."),
+    executor: Executor = typer.Option(Executor.local, "--executor",
+                                      help="local: this machine; slurm: one Slurm job per kdbench job (submitit)."),
+    partition: Optional[str] = typer.Option(None, "--partition", help="Slurm partition (--executor slurm)."),
+    time_limit: Optional[int] = typer.Option(None, "--time-limit", min=1, metavar="MINUTES",
+                                             help="Slurm time limit of each job in minutes (--executor slurm)."),
+    gpus: Optional[int] = typer.Option(None, "--gpus", min=0, help="GPUs per Slurm job (--executor slurm)."),
+    account: Optional[str] = typer.Option(None, "--account", help="Slurm account to charge (--executor slurm)."),
+    compile_: bool = typer.Option(False, "--compile", metavar="", help="Train with torch.compile."),
 ) -> None:
     """Run a grid: train teachers once, distil every student with every method, evaluate, profile.
 
     Exit status: 0 all jobs finished, 1 some job failed, 2 bad input.
     """
+    options = {key: value for key, value in
+               {"partition": partition, "time": time_limit, "gpus": gpus, "account": account}.items()
+               if value is not None}
+    if options and executor is not Executor.slurm:
+        flags = {"partition": "--partition", "time": "--time-limit", "gpus": "--gpus", "account": "--account"}
+        raise KdbenchError(f"{', '.join(flags[k] for k in options)}: options of --executor slurm "
+                           f"(this run uses --executor {executor.value})")
     from kdbench.benchmark.grid import load_grid
     from kdbench.benchmark.runner import run_grid
 
     spec = load_grid(grid, overrides, dataset=dataset)
     result = run_grid(spec, out_dir, budget=budget.value if budget else None, device=device, dry_run=dry_run,
-                      console=err, threads=threads)
+                      console=err, threads=threads, workers=workers, executor=executor.value,
+                      executor_options=options, compile=compile_)
     if dry_run:
         return
     print(result.leaderboard.read_text())
@@ -125,8 +158,8 @@ def list_(kind: Kind = typer.Argument(..., help="methods, models or datasets"),
     if kind is Kind.models:
         import torch
 
-        from kdbench.benchmark.profile import count_params
         from kdbench.models import create_model
+        from kdbench.models.cost import count_params
 
         table.add_column("params (M)", justify="right")
     table.add_column("description")
@@ -150,6 +183,86 @@ def leaderboard(run_dir: Path = typer.Argument(..., help="A run directory: runs/
         path = write_leaderboard(run)
         print(path.read_text())
         err.print(f"leaderboard: {path}", highlight=False)
+
+
+@app.command("run-job")
+def run_job(run_dir: Path = typer.Argument(..., help="A run directory with a plan.json (runs/<grid>/<budget>)."),
+            job_id: str = typer.Argument(..., help="A job id of its plan (see `kdbench run --dry-run`)."),
+            device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 … (default: cuda if "
+                                                                        "available)."),
+            threads: Optional[int] = typer.Option(None, "--threads", callback=_threads, help=THREADS_HELP)) -> None:
+    """Run one planned job of a run directory, claiming it first; print done, already done or running elsewhere.
+
+    Exit status: 0 the job is done or another process holds it, 1 it failed, 2 bad input.
+    """
+    from kdbench.benchmark.executors import run_job as run_planned_job
+
+    print(run_planned_job(run_dir, job_id, device=device, threads=threads, console=err))
+
+
+@app.command()
+def bench(
+    as_json: bool = typer.Option(False, "--json", metavar="", help="Print the figures as JSON on stdout."),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="Also write the figures as JSON to this file."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda … (default: cuda if available)."),
+    threads: Optional[int] = typer.Option(None, "--threads", callback=_threads, help=THREADS_HELP),
+    steps: int = typer.Option(20, "--steps", min=1, help="Timed steps per distillation step measured (median)."),
+    quick: bool = typer.Option(False, "--quick", metavar="", help="A few steps on a tiny batch: checks, not figures."),
+) -> None:
+    """Time a distillation step (kd, at, emkd) against a minimal PyTorch loop, planning, start-up."""
+    from kdbench.benchmark.bench import run_bench
+
+    result = run_bench(device=device, threads=threads, steps=steps, quick=quick)
+    text = json.dumps(result, indent=2)
+    if out_file is not None:
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        out_file.write_text(text + "\n")
+        err.print(f"figures: {out_file}", highlight=False)
+    if as_json:
+        print(text)
+        return
+    measures, tables = {}, {}
+    for key, value in result.items():
+        if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+            tables[key] = value
+        elif isinstance(value, dict):
+            measures.update({f"{key}.{k}": {"value": v} for k, v in value.items()})
+        else:
+            measures[key] = {"value": value}
+    for title, rows in {"measure": measures, **tables}.items():
+        out.print(_table(title, rows))
+
+
+def _cell(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _table(title: str, rows: dict[str, dict]) -> Table:
+    """A table with one row per ``rows`` key and a column per key of the row dicts."""
+    table = Table(show_header=True, header_style="bold")
+    columns = list(dict.fromkeys(k for row in rows.values() for k in row))
+    table.add_column(title)
+    for column in columns:
+        table.add_column(column, justify="right")
+    for name, row in rows.items():
+        table.add_row(name, *(_cell(row.get(c, "")) for c in columns))
+    return table
+
+
+@app.command()
+def export(
+    run_dir: Path = typer.Argument(..., help="A run directory (runs/<grid>/<budget>)."),
+    job_id: str = typer.Argument(..., help="A finished training job of its plan (a student or a teacher)."),
+    fmt: ExportFormat = typer.Option(ExportFormat.onnx, "--format", help="onnx or torchscript."),
+    out_path: Optional[Path] = typer.Option(None, "--out", help="Where to write the model (default: in the run)."),
+) -> None:
+    """Export a trained model to ONNX or TorchScript; check it against PyTorch and time it."""
+    from kdbench.export import export_job
+
+    result = export_job(run_dir, job_id, fmt=fmt.value, out=out_path)
+    print(result["path"])
+    print(f"max abs diff vs PyTorch: {result['max_abs_diff']:.3g}")
+    print(f"latency: {result['latency_ms']:.3g} ms")
 
 
 def parse_shape(text: str) -> tuple[int, ...]:

@@ -4,17 +4,23 @@ Modelled on timm's ``register_model`` / ``create_model`` / ``list_models``: a na
 to a class or factory function, registered with a decorator.  Third-party packages
 register their own entries through the entry-point group ``kdbench.plugins``; each
 entry point names a module (importing it registers) or a callable (called once).
+
+A registry loads lazily (issue 11, start-up): it knows the modules that register its
+built-in entries and imports them on the first lookup or listing, so importing a
+package (``kdbench.models``) does not import every network and its libraries.
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import importlib
 import inspect
 import sys
+import threading
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from kdbench.errors import KdbenchError, UnknownNameError
 
@@ -67,11 +73,34 @@ def load_plugins() -> None:
 
 
 class Registry:
-    """Names → classes or factories of one kind (``"model"``, ``"method"``, ``"dataset"``)."""
+    """Names → classes or factories of one kind (``"model"``, ``"method"``, ``"dataset"``).
 
-    def __init__(self, kind: str):
+    ``modules`` are the modules whose import registers the built-in entries; they are
+    imported on the first lookup or listing, after ``prepare()`` (if given) has run.
+    """
+
+    def __init__(self, kind: str, modules: Sequence[str] = (), prepare: Callable[[], Any] | None = None):
         self.kind = kind
+        self.modules = tuple(modules)
+        self.prepare = prepare
         self._entries: dict[str, Entry] = {}
+        self._loaded = False
+        self._lock = threading.RLock()
+
+    def load(self) -> None:
+        """Import the built-in modules (once), then the plugins."""
+        with self._lock:
+            if not self._loaded:
+                self._loaded = True  # a module being imported may look itself up
+                try:
+                    if self.prepare is not None:
+                        self.prepare()
+                    for module in self.modules:
+                        importlib.import_module(module)
+                except BaseException:
+                    self._loaded = False
+                    raise
+        load_plugins()
 
     def register(self, name: str | None = None, **meta: Any) -> Callable[[Any], Any]:
         """Decorator: register a class or function under ``name`` (default: its own name)."""
@@ -87,7 +116,7 @@ class Registry:
 
     def get(self, name: str) -> Entry:
         """The entry for ``name``; an unknown name raises with the closest matches."""
-        load_plugins()
+        self.load()
         if name not in self._entries:
             raise UnknownNameError(
                 f"unknown {self.kind} '{name}'{did_you_mean(name, list(self._entries))}"
@@ -101,7 +130,7 @@ class Registry:
 
     def names(self, pattern: str = "*") -> list[str]:
         """Registered names matching a shell-style ``pattern``, sorted."""
-        load_plugins()
+        self.load()
         return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
 
     def entries(self, pattern: str = "*") -> list[Entry]:
@@ -109,5 +138,5 @@ class Registry:
         return [self._entries[n] for n in self.names(pattern)]
 
     def __contains__(self, name: object) -> bool:
-        load_plugins()
+        self.load()
         return name in self._entries

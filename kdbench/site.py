@@ -12,6 +12,9 @@ published).  At build time :func:`on_files` adds pages that are never edited by 
   from its results, with its ``pictures/*.png`` beside it; ``results/index.md`` lists them;
 * ``teachers/fig_bt.png`` — PLC-KD's FIG and BT images made from the phantom.
 
+:func:`on_page_markdown` fills ``docs/bench.md``'s :data:`BENCH_MARKER` with the table of
+the speed figures recorded in ``docs-results/bench/*.json`` (``kdbench bench --json --out``).
+
 It also fills the navigation: the entries ``methods/index.md``, ``models.md``,
 ``datasets/index.md`` and ``results/index.md`` of ``mkdocs.yml`` become sections holding
 every generated page (issue 10, "the docs site").
@@ -41,6 +44,8 @@ SECTIONS = {"methods/index.md": "methods/", "models.md": "models/", "datasets/in
 BUDGET_LABEL = {"smoke": "smoke budget — a plumbing check (1 epoch, a few steps), NOT paper-scale",
                 "quick": "quick budget — reduced epochs, image size and width, NOT paper-scale",
                 "paper": "paper budget — the grid's full recipe"}
+#: Where ``docs/bench.md`` shows the recorded ``kdbench bench`` figures.
+BENCH_MARKER = "<!-- kdbench-bench-figures -->"
 PHANTOM_LABEL = ("phantom data — the built-in synthetic CT-like volumes, not patient data: the numbers show "
                  "what the page looks like, nothing about the methods")
 
@@ -184,11 +189,11 @@ def model_page(name: str) -> str:
     """The page of registered model ``name``: what it is, its paper, params and FLOPs at the
     default (paper) configuration counted on the meta device, options and feature roles."""
     from kdbench.models import MODELS
-    from kdbench.models.zoo import NOTES, PAPERS, _cost
+    from kdbench.models.zoo import NOTES, PAPERS, VOLUME_INPUT, _cost
 
     entry = MODELS.get(name)
     doc = inspect.cleandoc(entry.obj.__doc__ or "")
-    size = (1, 1, 512, 512)
+    size = VOLUME_INPUT if entry.meta.get("dims", 2) == 3 else (1, 1, 512, 512)
     model, params, (flops,) = _cost(name, [size])
     paper = PAPERS.get(entry.meta.get("paper", ""), "not from a paper")
     if entry.meta.get("paper_name"):
@@ -279,6 +284,15 @@ def on_files(files, config):
                 sections[key].append({name if folder == "results/" else _title(text): file.src_uri})
     config["nav"] = _expand_nav(config["nav"], sections)
     return files
+
+
+def on_page_markdown(markdown, page, config, files):
+    """mkdocs hook: put the table of the recorded ``kdbench bench`` figures in place of :data:`BENCH_MARKER`."""
+    if BENCH_MARKER not in markdown:
+        return markdown
+    from kdbench.benchmark.bench import figures_markdown
+
+    return markdown.replace(BENCH_MARKER, figures_markdown())
 
 
 def _fig_bt_png() -> bytes:

@@ -32,6 +32,13 @@ SLOW = pytest.mark.slow  # each call pays kdbench's start-up (seconds): CI runs 
     pytest.param(["frobnicate"], "No such command 'frobnicate'", marks=SLOW),
     pytest.param(["profile", "nosuchnet"], "unknown model 'nosuchnet'", marks=SLOW),
     pytest.param(["leaderboard", "NOWHERE"], "not a run directory", marks=SLOW),
+    (["run", "--grid", "GRID", "--partition", "gpu", "--time-limit", "30"],
+     "--partition, --time-limit: options of --executor slurm (this run uses --executor local)"),
+    pytest.param(["run", "--grid", "GRID", "--executor", "pbs"], "'pbs' is not one of 'local', 'slurm'", marks=SLOW),
+    pytest.param(["run", "--grid", "GRID", "--workers", "0"], "--workers': Input should be greater than or equal to 1",
+                 marks=SLOW),
+    pytest.param(["run-job", "NOWHERE", "teacher-x"], "no plan.json", marks=SLOW),
+    pytest.param(["export", "NOWHERE", "student-x", "--format", "tflite"], "'tflite' is not one of", marks=SLOW),
 ])
 def test_usage_errors_are_one_line_and_exit_2(write_grid, tmp_path, args, expected):
     grid = str(write_grid(tiny_grid()))
@@ -150,3 +157,41 @@ def test_concurrent_leaderboard_renders_all_succeed(write_grid, tmp_path):
     codes = [(p.wait(timeout=600), p.stderr.read()) for p in renders]
     assert all(code == 0 for code, _ in codes), codes
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+
+
+@SLOW
+def test_run_job_reports_a_finished_job_and_export_prints_path_diff_and_latency(write_grid, tmp_path):
+    out = tmp_path / "runs"
+    grid = write_grid(tiny_grid(methods=["none"], teachers=[]))
+    assert run_cli("run", "--grid", str(grid), "--out", str(out), "--threads", "1", "--workers", "1").returncode == 0
+    run_dir = out / "tiny" / "paper"
+    plan = json.loads((run_dir / "plan.json").read_text())
+    student = next(j["id"] for j in plan["jobs"] if j["kind"] == "student")
+    again = run_cli("run-job", str(run_dir), student, "--threads", "1")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == "already done"
+    unknown = run_cli("run-job", str(run_dir), "student-nosuchjob")
+    assert unknown.returncode == 2 and "no job 'student-nosuchjob'" in _one_error_line(unknown)
+    target = tmp_path / "student.pt"
+    exported = run_cli("export", str(run_dir), student, "--format", "torchscript", "--out", str(target))
+    assert exported.returncode == 0, exported.stderr
+    path, diff, latency = exported.stdout.strip().splitlines()
+    assert path == str(target) and target.is_file()
+    assert diff.startswith("max abs diff vs PyTorch: ") and float(diff.rsplit(" ", 1)[1]) <= 1e-4
+    assert latency.startswith("latency: ") and latency.endswith(" ms") and float(latency.split()[1]) > 0
+
+
+@SLOW
+def test_bench_quick_prints_a_table_or_json_and_writes_the_json(tmp_path):
+    figures = tmp_path / "bench" / "cpu.json"
+    table = run_cli("bench", "--quick", "--device", "cpu", "--threads", "1", "--out", str(figures))
+    assert table.returncode == 0, table.stderr
+    result = json.loads(figures.read_text())
+    assert set(result["steps"]) == {"kd", "at", "emkd"} and result["device"] == "cpu"
+    rows = {line.split("│")[1].strip(): line for line in table.stdout.splitlines() if line.count("│") > 2}
+    assert {"kd", "at", "emkd", "device", "help_s"} <= set(rows)
+    assert f"{result['steps']['kd']['ratio']:.4g}" in rows["kd"]
+    as_json = run_cli("bench", "--quick", "--device", "cpu", "--threads", "1", "--steps", "1", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    printed = json.loads(as_json.stdout)
+    assert set(printed["steps"]) == {"kd", "at", "emkd"} and printed["setting"]["steps"] == 1

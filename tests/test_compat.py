@@ -13,7 +13,7 @@ from kdbench import _compat
 
 def test_kdbench_imports_whatever_torchvision_does():
     plain = subprocess.run([sys.executable, "-c", "import torchvision"], capture_output=True, text=True)
-    guarded = subprocess.run([sys.executable, "-c", "import kdbench, torchvision; print(torchvision.__version__)"],
+    guarded = subprocess.run([sys.executable, "-c", "import kdbench; kdbench.list_models(); import torchvision; print(torchvision.__version__)"],
                              capture_output=True, text=True)
     assert guarded.returncode == 0, guarded.stderr
     if plain.returncode != 0:  # the CPU-torch + CUDA-torchvision case this guard exists for

@@ -37,6 +37,9 @@ def paper_scale_params(name: str, num_classes: int = 2) -> float:
     return n_params(create_model(name, num_classes=num_classes))
 
 
+MODELS_2D = [n for n in list_models() if MODELS.get(n).meta.get("dims", 2) == 2]  # 3D: test_models_3d.py
+
+
 def test_expected_models_are_registered():
     expected = {"raunet", "pspnet", "unetpp", "unet", "deeplabv3p", "enet", "espnet",
                 "mobilenetv2", "resnet18", "transunet", "ens-unet", "ens-resnet",
@@ -44,7 +47,7 @@ def test_expected_models_are_registered():
     assert expected <= set(list_models())
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", MODELS_2D)
 @pytest.mark.parametrize("in_channels", [1, 3])
 def test_forward_backward_and_roles(name, in_channels):
     torch.manual_seed(0)
@@ -73,7 +76,7 @@ def test_forward_backward_and_roles(name, in_channels):
     assert all(torch.isfinite(g).all() for g in grads)
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", MODELS_2D)
 def test_eval_mode_batch_of_one(name):
     model = create_model(name, width=TOY_WIDTH).eval()
     with torch.no_grad():
@@ -132,7 +135,7 @@ def test_width_shrinks_every_model():
 
 def test_paper_metadata():
     for entry in MODELS.entries():
-        if entry.name == "tinyunet":
+        if entry.name in {"tinyunet", "unet3d-s", "dynunet3d-s"}:  # small networks not from a paper
             continue
         assert entry.meta.get("paper") in {"emkd_tmi2021", "plckd_miccai2024", "ensemblekd_jmi2022"}
         assert entry.description, entry.name

@@ -213,6 +213,40 @@ class ProtocolSpec(_Strict):
         return self.run_folds if self.run_folds is not None else list(range(self.folds))
 
 
+PatchAxis = Annotated[Int, Field(ge=8, le=1024)]
+Spacing = Annotated[Real, Field(gt=0, le=100)]
+
+
+class VolumeSpec(_Strict):
+    """How volumes are trained on and predicted (``docs/3d.md``).
+
+    ``dims: 2`` (the default) trains 2D networks on slices and predicts slice by slice.
+    ``dims: 3`` trains 3D networks on random ``patch`` patches (``foreground_share`` of
+    them centred on foreground, nnU-Net's 0.33; ``patches_per_case`` per case and epoch)
+    at the target ``spacing`` (mm, z y x; default: the prepared data's), and predicts
+    whole volumes with Gaussian-weighted sliding windows (``overlap``, ``sw_batch_size``).
+    ``tri_planar`` predicts 2D networks on volumes from axial, coronal and sagittal
+    slices, their probabilities averaged (Noothout et al.).
+    """
+
+    dims: Literal[2, 3] = 2
+    patch: Annotated[list[PatchAxis], Field(min_length=3, max_length=3)] | None = None
+    spacing: Annotated[list[Spacing], Field(min_length=3, max_length=3)] | None = None
+    foreground_share: Annotated[Real, Field(ge=0, le=1)] = 0.33
+    patches_per_case: Annotated[Int, Field(gt=0, le=10_000)] = 4
+    overlap: Annotated[Real, Field(ge=0, lt=1)] = 0.5
+    sw_batch_size: Annotated[Int, Field(gt=0, le=1024)] = 4
+    tri_planar: Bool = False
+
+    @model_validator(mode="after")
+    def _patch_for_3d(self) -> "VolumeSpec":
+        if self.dims == 3 and self.patch is None:
+            raise ValueError("dims 3 needs a patch size per axis (e.g. patch: [72, 72, 72])")
+        if self.dims == 2 and (self.patch is not None or self.spacing is not None):
+            raise ValueError("patch and spacing are settings of dims 3 (allowed with dims 2: tri_planar)")
+        return self
+
+
 class BudgetSpec(_Strict):
     """A budget preset: caps on epochs, steps and image size, a width multiplier, a case cap."""
 
@@ -256,6 +290,19 @@ class LeaderboardSpec(_Strict):
     range over the last epochs of each fold, since only final checkpoints are evaluated."""
 
 
+class ExecutorSpec(_Strict):
+    """Where the grid's jobs run with ``--executor slurm`` (``docs/slurm.md``): the Slurm
+    ``partition``, the ``time`` limit of each job in minutes, ``gpus`` and ``cpus`` per job and
+    the ``account`` to charge.  Command-line options win over these; a field left unset is
+    left to the cluster's defaults (``cpus`` also sets the job's torch threads)."""
+
+    partition: Text | None = None
+    time: Annotated[Int, Field(gt=0)] | None = None
+    gpus: Annotated[Int, Field(ge=0)] | None = None
+    account: Text | None = None
+    cpus: Annotated[Int, Field(gt=0)] | None = None
+
+
 class GridSpec(_Strict):
     """A whole grid file."""
 
@@ -268,9 +315,11 @@ class GridSpec(_Strict):
     students: list[ModelSpec] = Field(min_length=1)
     methods: list[MethodSpec] = Field(min_length=1)
     train: TrainSpec = Field(default_factory=TrainSpec)
+    volume: VolumeSpec = Field(default_factory=VolumeSpec)
     teacher_train: TeacherTrainSpec = Field(default_factory=TeacherTrainSpec)
     protocol: ProtocolSpec = Field(default_factory=ProtocolSpec)
     leaderboard: LeaderboardSpec = Field(default_factory=LeaderboardSpec)
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
 
     @field_serializer("teacher_train")
     def _only_overrides(self, value: BaseModel) -> dict:
@@ -696,6 +745,7 @@ def _check_grid(grid: GridSpec, source: str) -> None:
     targets = _check_datasets(grid, source)
     _check_models(grid, source)
     _check_methods(grid, source)
+    _check_dims(grid, source)
     try:
         grid.teacher_recipe()
     except ValidationError as exc:
@@ -804,6 +854,48 @@ def _check_models(grid: GridSpec, source: str) -> None:
                 _fail(source, field, f"same model as {group}[{configs.index(config)}] (name, width and options); "
                       "list it once")
             configs.append(config)
+
+
+def model_dims(name: str) -> int:
+    """A registered model's spatial dims (its registration's ``dims``; 2 unless it says 3)."""
+    from kdbench.models import MODELS
+
+    return int(MODELS.get(name).meta.get("dims", 2))
+
+
+def _check_dims(grid: GridSpec, source: str) -> None:
+    """2D and 3D: 3D networks need ``volume.dims: 3``, 2D ones in a 3D grid ``tri_planar``; methods
+    that cannot work in 3D refuse a 3D pair; only volume datasets are read in 3D."""
+    from kdbench.datasets import DATASETS
+    from kdbench.methods import METHODS
+
+    volume = grid.volume
+    models = [(f"{group}[{i}]", m.name, model_dims(m.name))
+              for group in ("teachers", "students") for i, m in enumerate(getattr(grid, group))]
+    for field, name, dims in models:
+        if dims == 3 and volume.dims != 3:
+            _fail(source, f"{field}.name", "a 3D network; it needs a 3D grid (add volume: {dims: 3, patch: "
+                  "[d, h, w]}; allowed here: 2D networks)", name)
+        if dims == 2 and volume.dims == 3 and not volume.tri_planar:
+            _fail(source, f"{field}.name", "a 2D network in a 3D grid (volume.dims: 3); set volume.tri_planar: "
+                  "true to predict it tri-planarly, or use a 3D network", name)
+    if volume.dims == 3:
+        for i, d in enumerate(grid.datasets):
+            if _declared(DATASETS.get(d.name).obj, "is_volume") is False:
+                _fail(source, f"datasets[{i}].name", "2D images; volume.dims: 3 needs volumes", d.name)
+    three = next(((f, n) for f, n, dims in models if dims == 3), None)
+    if three is not None:
+        for i, m in enumerate(grid.methods):
+            cls = METHODS.get(m.name).obj
+            if 3 not in getattr(cls, "spatial_dims", (2, 3)):
+                why = getattr(cls, "why_not_3d", "") or "it works on 2D networks only"
+                _fail(source, f"methods[{i}]", f"method '{m.name}' cannot distil a 3D pair ({three[0]} "
+                      f"'{three[1]}' is 3D): {why}", m.label)
+    teachers = {dims for f, n, dims in models if f.startswith("teachers")}
+    students = {dims for f, n, dims in models if f.startswith("students")}
+    if len(teachers | students) > 1 and any(METHODS.get(m.name).obj.requires_teacher for m in grid.methods):
+        _fail(source, "students", "a 2D and a 3D network would be distilled into each other; teachers and "
+              "students of a grid need the same dims (2D members of an ensemble may mix with 3D ones)")
 
 
 def _check_methods(grid: GridSpec, source: str) -> None:

@@ -8,6 +8,8 @@ a summary for ``job.json``.  See :mod:`kdbench.benchmark.plan` for what each kin
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -19,7 +21,7 @@ from torch import nn
 from kdbench.benchmark.evaluate import evaluate_model
 from kdbench.benchmark.profile import device_name, profile_model
 from kdbench.benchmark.splits import dataset_split
-from kdbench.benchmark.store import RunStore
+from kdbench.benchmark.store import RunStore, write_atomic
 from kdbench.benchmark.train import seed_everything, train_model
 from kdbench.datasets import create_dataset
 from kdbench.datasets.base import Case
@@ -61,24 +63,43 @@ def load_cases(config: dict, part: str) -> list[Case]:
     return [dataset.load_case(c) for c in split_of(config)[part]]
 
 
-def load_trained(store: RunStore, job_id: str, device: torch.device) -> nn.Module:
-    """A finished job's network: a trained model (``weights_only=True``), or the
-    ensemble or team a teacher-source job assembled from trained ones."""
-    record = store.read_job(job_id)
-    kind, config = record["kind"], record["config"]
+def build_network(kind: str, config: dict, part: Callable[[str], nn.Module]) -> nn.Module:
+    """The network a training or teacher-source job describes: an ensemble or team assembled
+    from ``part(job_id)`` of its members, else the job's (untrained) model."""
     if kind == "ensemble":
         from kdbench.teachers.ensemble import EnsembleTeacher
 
-        return EnsembleTeacher([load_trained(store, m, device) for m in config["members"]]).to(device).eval()
+        members = [part(m) for m in config["members"]]
+        if any(_is_3d(m) for m in members):  # a 2D member of a 3D ensemble predicts tri-planarly
+            from kdbench.benchmark.inference import TriPlanar
+
+            members = [m if _is_3d(m) else TriPlanar(m) for m in members]
+        return EnsembleTeacher(members)
     if kind == "team":
         from kdbench.teachers.team import TeamTeacher
 
-        assistants = {name: load_trained(store, j, device) for name, j in config["assistants"].items()}
-        return TeamTeacher(load_trained(store, config["teacher"], device), assistants.get("ta_f"),
-                           assistants.get("ta_b"), sc=config.get("sc", True)).to(device).eval()
-    model = build_model(config["model"])
-    state = torch.load(store.job_dir(job_id) / CHECKPOINT, map_location=device, weights_only=True)
-    model.load_state_dict(state)
+        assistants = {name: part(j) for name, j in config["assistants"].items()}
+        return TeamTeacher(part(config["teacher"]), assistants.get("ta_f"), assistants.get("ta_b"),
+                           sc=config.get("sc", True))
+    return build_model(config["model"])
+
+
+def _is_3d(model: nn.Module) -> bool:
+    """Whether a network convolves volumes (any ``Conv3d``)."""
+    return any(isinstance(m, nn.Conv3d) for m in model.modules())
+
+
+def load_trained(store: RunStore, job_id: str, device: torch.device) -> nn.Module:
+    """A finished job's network: a trained model (``weights_only=True``), or the
+    ensemble or team a teacher-source job assembled from trained ones.  The checkpoint is
+    read first, so a run exported without checkpoints fails before any model is built."""
+    record = store.read_job(job_id)
+    state = None
+    if record["kind"] not in ("ensemble", "team"):
+        state = torch.load(store.job_dir(job_id) / CHECKPOINT, map_location=device, weights_only=True)
+    model = build_network(record["kind"], record["config"], lambda part: load_trained(store, part, device))
+    if state is not None:
+        model.load_state_dict(state)
     return model.to(device).eval()
 
 
@@ -98,9 +119,16 @@ JOB_KINDS = Registry("job kind")
 register_job_kind = JOB_KINDS.register
 
 
-def _train(job, model: nn.Module, out: Path, device: torch.device, progress, **extra) -> dict:
+def _train(job, store: RunStore, model: nn.Module, out: Path, device: torch.device, progress, **extra) -> dict:
+    """Train ``model`` for ``job``: resumable from ``store.checkpoint_dir(job.id)`` (saved every
+    ``KDBENCH_CHECKPOINT_SECONDS``, default 300), compiled when the run asked for it."""
+    from kdbench.datasets.patches import training_data
+
     config = job.config
     cases = load_cases(config, "train")
+    extra.update(data=training_data(config, cases), checkpoint=store.checkpoint_dir(job.id),
+                 checkpoint_every=float(os.environ.get("KDBENCH_CHECKPOINT_SECONDS", 300)),
+                 compile=bool(store.options.get("compile", False)))
     summary = train_model(model, cases, config["train"], training_seed(config), device,
                           log=JsonLog(out / "log.jsonl"), progress=progress, **extra)
     torch.save(model.state_dict(), out / CHECKPOINT)
@@ -117,7 +145,7 @@ def run_teacher(job, store: RunStore, out: Path, device: torch.device, progress:
     """Train a network on the labels (a grid teacher, or an ensemble member with its ``loss``)."""
     seed_everything(training_seed(job.config))  # weight initialisation is part of the seeded run
     model = build_model(job.config["model"])
-    return _train(job, model, out, device, progress, supervised=job.config.get("loss", "dice_ce"))
+    return _train(job, store, model, out, device, progress, supervised=job.config.get("loss", "dice_ce"))
 
 
 @register_job_kind("assistant")
@@ -134,7 +162,7 @@ def run_assistant(job, store: RunStore, out: Path, device: torch.device, progres
         transform = FIGTransform(load_trained(store, config["teacher"], device), **options)
     else:
         transform = BTTransform(**options)
-    return _train(job, model, out, device, progress, batch_transform=transform)
+    return _train(job, store, model, out, device, progress, batch_transform=transform)
 
 
 @register_job_kind("student")
@@ -150,7 +178,26 @@ def run_student(job, store: RunStore, out: Path, device: torch.device, progress)
     init = method.initial_weights(store, config) if hasattr(method, "initial_weights") else None
     if init is not None:
         model.load_state_dict(torch.load(init, map_location="cpu", weights_only=True))
-    return _train(job, model, out, device, progress, method=method, teacher=teacher)
+    memory = _memory_profile(config, teacher, model, method, out, device)
+    summary = _train(job, store, model, out, device, progress, method=method, teacher=teacher)
+    return {**summary, "memory": memory} if memory else summary
+
+
+def _memory_profile(config: dict, teacher, model: nn.Module, method, out: Path, device: torch.device) -> dict | None:
+    """For a 3D student job, peak memory of the teacher forward, the student forward and the
+    distillation terms + backward at the job's batch and patch (``memory.json``; EMKD's stated
+    obstacle to 3D distillation, measured).  Copies train, so the job's own result is unchanged."""
+    volume = config.get("volume") or {}
+    if volume.get("dims") != 3:
+        return None
+    import copy
+
+    from kdbench.benchmark.profile import profile_distillation
+
+    shape = (config["train"]["batch_size"], config["model"]["in_channels"], *volume["patch"])
+    memory = profile_distillation(teacher, copy.deepcopy(model), copy.deepcopy(method), shape, device, steps=2)
+    write_atomic(out / "memory.json", json.dumps(memory, indent=2))
+    return memory
 
 
 def _assemble(job, store: RunStore, out: Path, device: torch.device, progress) -> dict:
@@ -171,7 +218,7 @@ def run_evaluate(job, store: RunStore, out: Path, device: torch.device, progress
     cases = load_cases(config, "test")
     targets = {k: tuple(v) for k, v in config["dataset"]["targets"].items()}
     started = time.perf_counter()
-    frame = evaluate_model(model, cases, targets, device)
+    frame = evaluate_model(model, cases, targets, device, inference=config.get("inference"))
     seconds = time.perf_counter() - started
     frame.to_csv(out / "metrics.csv", index=False)
     return {"test_cases": len(cases), "seconds_per_case": seconds / max(1, len(cases)),
@@ -194,7 +241,12 @@ def run_profile(job, store: RunStore, out: Path, device: torch.device, progress)
 
 
 def execute_job(job, store: RunStore, device: torch.device, progress=lambda step, total: None) -> None:
-    """Run ``job`` in a staging directory and move it into place when it is complete."""
+    """Run ``job`` in a staging directory and move it into place when it is complete.
+
+    The caller holds the job's claim (see :func:`kdbench.benchmark.executors.run_job`);
+    ``job.json`` is written last, fsynced with everything else before the rename, and the
+    job's training checkpoint is removed once the job is in place.
+    """
     started = time.time()
     run = JOB_KINDS.get(job.kind).obj
     with store.staging(job.id) as out:
@@ -202,4 +254,5 @@ def execute_job(job, store: RunStore, device: torch.device, progress=lambda step
         record = {**job.to_dict(), "summary": summary, "device": device_name(device),
                   "threads": torch.get_num_threads(), "torch": torch.__version__, "started": started,
                   "seconds": round(time.time() - started, 3)}
-        (out / "job.json").write_text(json.dumps(record, indent=2, default=str))
+        write_atomic(out / "job.json", json.dumps(record, indent=2, default=str))
+    shutil.rmtree(store.checkpoint_dir(job.id), ignore_errors=True)

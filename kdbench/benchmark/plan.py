@@ -15,6 +15,13 @@ Jobs, each depending only on what it consumes (see :mod:`kdbench.benchmark.jobs`
 A job's id is ``<kind>-<model>[-<method>]-<hash>``, the hash covering everything that
 changes its result (the dependencies' ids included); display labels are kept in
 ``meta`` and never hashed, so renaming a row does not retrain anything.
+
+A 3D grid (``volume: {dims: 3, ...}``, see ``docs/3d.md``) adds to every training job
+of a 3D network a ``volume`` dict (patch, target spacing, foreground share, patches per
+case: :func:`kdbench.datasets.patches.training_data`) and to every evaluate job an
+``inference`` dict (``sliding_window`` for 3D networks, ``tri_planar`` for 2D ones when
+asked: :func:`kdbench.benchmark.evaluate.evaluate_model`); 2D grids carry neither, so
+their job ids do not change.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal, TypedDict
 
-from kdbench.benchmark.grid import BudgetSpec, GridSpec, ModelSpec, TrainSpec
+from kdbench.benchmark.grid import BudgetSpec, GridSpec, ModelSpec, TrainSpec, VolumeSpec, model_dims
 
 
 class JobMeta(TypedDict, total=False):
@@ -121,6 +128,30 @@ def resolve_recipe(recipe: TrainSpec, budget: BudgetSpec) -> dict:
     return out
 
 
+def resolve_patch(volume: VolumeSpec, budget: BudgetSpec) -> list[int] | None:
+    """The 3D patch with the budget's image-size cap applied to every axis (``None`` in a 2D grid)."""
+    if volume.dims != 3:
+        return None
+    cap = budget.image_size
+    return [min(p, cap) if cap is not None else p for p in volume.patch]
+
+
+def volume_config(volume: VolumeSpec, patch: list[int] | None) -> dict:
+    """The ``volume`` dict of a 3D network's training job (see :func:`kdbench.datasets.patches.training_data`)."""
+    return {"dims": 3, "patch": patch, "spacing": volume.spacing, "foreground_share": volume.foreground_share,
+            "patches_per_case": volume.patches_per_case}
+
+
+def inference_config(volume: VolumeSpec, patch: list[int] | None, dims: int) -> dict | None:
+    """The ``inference`` dict of an evaluate job for a network of ``dims`` (``None``: slice by slice)."""
+    if dims == 3:
+        return {"mode": "sliding_window", "patch": patch, "overlap": volume.overlap,
+                "sw_batch_size": volume.sw_batch_size, "spacing": volume.spacing}
+    if volume.tri_planar:
+        return {"mode": "tri_planar", "spacing": None}
+    return None
+
+
 def effective_settings(grid: GridSpec, budget: BudgetSpec, student_recipe: dict, teacher_recipe: dict,
                        seeds: list[int], folds: list[int]) -> dict:
     """What a budget really runs, and a line for everything it changed from the grid.
@@ -144,7 +175,10 @@ def effective_settings(grid: GridSpec, budget: BudgetSpec, student_recipe: dict,
         changed.append(f"folds {grid.protocol.fold_ids} → {folds}")
     if budget.max_cases is not None:
         changed.append(f"at most {budget.max_cases} cases per dataset")
-    return {"epochs": student_recipe["epochs"], "max_steps": student_recipe["max_steps"],
+    patch = resolve_patch(grid.volume, budget)
+    if patch is not None and patch != grid.volume.patch:
+        changed.append(f"patch {'×'.join(map(str, grid.volume.patch))} → {'×'.join(map(str, patch))}")
+    return {"patch": patch, "epochs": student_recipe["epochs"], "max_steps": student_recipe["max_steps"],
             "image_size": student_recipe["image_size"], "batch_size": student_recipe["batch_size"],
             "teacher_epochs": teacher_recipe["epochs"], "teacher_max_steps": teacher_recipe["max_steps"],
             "student_width": [s.width * budget.width for s in grid.students],
@@ -224,6 +258,7 @@ def build_plan(grid: GridSpec, budget: str | None = None, device: str = "cpu", p
     student_recipe = {**resolve_recipe(grid.train, b), "precision": precision}
     teacher_recipe = {**resolve_recipe(grid.teacher_recipe(), b), "precision": precision}
     image_size = student_recipe["image_size"]
+    patch = resolve_patch(grid.volume, b)
     folds = grid.protocol.fold_ids[: b.folds] if b.folds else grid.protocol.fold_ids
     seeds = grid.protocol.seeds[: b.seeds] if b.seeds else grid.protocol.seeds
 
@@ -233,8 +268,17 @@ def build_plan(grid: GridSpec, budget: str | None = None, device: str = "cpu", p
         jobs.append(job)
         return job
 
+    def dims_of(model: dict) -> int:
+        """3 for a 3D network, or an ensemble with a 3D member; else 2."""
+        return max(model_dims(m["name"]) for m in model.get("ensemble", [model]))
+
+    def trained(model: dict) -> dict:
+        """The ``volume`` part of a training job's config (3D networks only)."""
+        return {"volume": volume_config(grid.volume, patch)} if model_dims(model["name"]) == 3 else {}
+
     def profile_job(model: dict, label: str, dataset: str) -> str:
-        shape = [1, (model["ensemble"][0] if "ensemble" in model else model)["in_channels"], image_size, image_size]
+        spatial = patch if dims_of(model) == 3 else [image_size, image_size]
+        shape = [1, (model["ensemble"][0] if "ensemble" in model else model)["in_channels"], *spatial]
         return add(make_job("profile", model.get("name", "ensemble"), {"model": model, "input": shape, "device": device},
                             meta={"model": model.get("name", "ensemble"), "model_label": label,
                                   "dataset": dataset})).id
@@ -265,8 +309,10 @@ def build_plan(grid: GridSpec, budget: str | None = None, device: str = "cpu", p
                 common = {"dataset": data, "split": split, "seed": seed}
                 where = {"dataset": ds.name, "fold": fold, "seed": seed}
 
-                def evaluate(train: Job) -> None:
-                    add(make_job("evaluate", train.meta["model"], {"train": train.id, **common},
+                def evaluate(train: Job, model: dict) -> None:
+                    inference = inference_config(grid.volume, patch, dims_of(model))
+                    add(make_job("evaluate", train.meta["model"],
+                                 {"train": train.id, **common, **({"inference": inference} if inference else {})},
                                  deps=(train.id,), meta=train.meta))
 
                 def side_jobs(side, t_job: Job | None) -> Job:
@@ -279,7 +325,7 @@ def build_plan(grid: GridSpec, budget: str | None = None, device: str = "cpu", p
                             members.append(add(make_job(
                                 "teacher", model["name"],
                                 {**common, "model": model, "train": teacher_recipe, "loss": member.loss,
-                                 "member": member.index},
+                                 "member": member.index, **trained(model)},
                                 meta={**where, "role": "member", "model": model["name"],
                                       "model_label": f"{side.label} member {member.index}"})))
                         ids = tuple(m.id for m in members)
@@ -287,7 +333,7 @@ def build_plan(grid: GridSpec, budget: str | None = None, device: str = "cpu", p
                                 "profile": profile_job({"ensemble": configs}, side.label, ds.name)}
                         job = add(make_job("ensemble", "ensemble", {**common, "members": list(ids)}, deps=ids,
                                            meta=meta))
-                        evaluate(job)
+                        evaluate(job, {"ensemble": configs})
                         return job
                     assistants = {}
                     for a in side.assistants:
@@ -295,7 +341,8 @@ def build_plan(grid: GridSpec, budget: str | None = None, device: str = "cpu", p
                         assistants[a.name] = add(make_job(
                             "assistant", f"{t_job.meta['model']}-{a.name}",
                             {**common, "model": t_job.config["model"], "train": teacher_recipe,
-                             "transform": a.transform, "teacher": t_job.id if a.needs_teacher else None},
+                             "transform": a.transform, "teacher": t_job.id if a.needs_teacher else None,
+                             **trained(t_job.config["model"])},
                             deps=deps, meta={**where, "role": "assistant", "model": t_job.meta["model"],
                                              "model_label": f"{t_job.meta['model_label']} {a.name}"})).id
                     deps = (t_job.id, *assistants.values())
@@ -309,8 +356,9 @@ def build_plan(grid: GridSpec, budget: str | None = None, device: str = "cpu", p
                     meta = {**where, "role": "teacher", "model": t.name, "model_label": t.display,
                             "profile": profile_job(model, t.display, ds.name)}
                     teacher_jobs.append(add(make_job("teacher", t.name, {**common, "model": model,
-                                                                        "train": teacher_recipe}, meta=meta)))
-                    evaluate(teacher_jobs[-1])
+                                                                        "train": teacher_recipe, **trained(model)},
+                                                     meta=meta)))
+                    evaluate(teacher_jobs[-1], model)
                 for s in grid.students:
                     model = model_config(s)
                     prof = profile_job(model, s.display, ds.name)
@@ -325,13 +373,13 @@ def build_plan(grid: GridSpec, budget: str | None = None, device: str = "cpu", p
                                 source = side_jobs(side, t_job)
                             config = {**common, "model": model, "train": student_recipe,
                                       "method": {"name": m.name, "params": m.params},
-                                      "teacher": source.id if source else None}
+                                      "teacher": source.id if source else None, **trained(model)}
                             meta = {**where, "role": "student", "model": s.name, "model_label": s.display,
                                     "method": m.name, "method_label": m.label,
                                     "teacher_label": source.meta["model_label"] if source else None,
                                     "teacher": source.meta["model"] if source else None, "profile": prof}
                             evaluate(add(make_job("student", f"{s.name}-{m.name}", config,
-                                                  deps=(source.id,) if source else (), meta=meta)))
+                                                  deps=(source.id,) if source else (), meta=meta)), model)
     unique = {}  # a job reached twice (a shared profile, ensemble or team) runs once
     for job in jobs:
         unique.setdefault(job.id, job)

@@ -1,9 +1,12 @@
 """Run a grid: plan it, execute the jobs that are not finished, render the leaderboard.
 
-``run_grid`` is what ``kdbench run`` calls.  Jobs run in dependency order, in this
-process, on one device.  A finished job is never redone or rewritten; a failed job is
-recorded (``failed/<job-id>.txt`` and ``.json``) and only the jobs depending on it are
-skipped.  Each budget of a grid has its own run directory, ``OUT/<grid>/<budget>/``,
+``run_grid`` is what ``kdbench run`` calls.  Jobs run in dependency order, each under its
+claim (:mod:`kdbench.benchmark.claims`): in this process on one device, in K local worker
+processes (one per visible GPU by default, ``--workers K``), or on a Slurm cluster
+(``--executor slurm``, :mod:`kdbench.benchmark.slurm`).  Before a local run, its time on
+this device is estimated (:mod:`kdbench.benchmark.estimate`).  A finished job is never
+redone or rewritten; a failed job is recorded (``failed/<job-id>.txt`` and ``.json``) and
+only the jobs depending on it are skipped.  Each budget of a grid has its own run directory, ``OUT/<grid>/<budget>/``,
 so a smoke run never touches the plan or results of a paper run.
 
 Progress: in a terminal, a live bar per job and an overall ETA; otherwise (``nohup``,
@@ -16,12 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import traceback
-import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from rich.console import Console
@@ -29,12 +28,14 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from kdbench.benchmark.executors import InProcess, WorkerPool, notes_once, run_local, set_threads, worker_devices
 from kdbench.benchmark.grid import GridSpec
-from kdbench.benchmark.jobs import execute_job
 from kdbench.benchmark.plan import Plan, build_plan
 from kdbench.benchmark.profile import device_name, resolve_device
-from kdbench.benchmark.store import RunStore, one_line, write_atomic
-from kdbench.errors import ConfigError, KdbenchError, KdbenchNote
+from kdbench.benchmark.store import RunStore, write_atomic
+from kdbench.errors import ConfigError
+
+EXECUTORS = ("local", "slurm")
 
 
 @dataclass
@@ -103,9 +104,10 @@ def versions() -> dict[str, str]:
     return out
 
 
-def save_plan(plan: Plan, run_dir: Path, device: str) -> None:
+def save_plan(plan: Plan, run_dir: Path, device: str, options: dict | None = None) -> None:
     """``plan.json``: the resolved grid and its hash, budget, effective settings, the planning
-    device, package versions and every job.
+    device, package versions, the run's ``options`` (``compile``; read back by every job
+    through :attr:`RunStore.options`) and every job.
 
     ``grid_sha256`` hashes the resolved grid (the file with its ``--set`` overrides and
     ``--dataset``), so two runs with one hash ran the same grid.
@@ -113,7 +115,8 @@ def save_plan(plan: Plan, run_dir: Path, device: str) -> None:
     grid = plan.grid.model_dump(mode="json")
     digest = hashlib.sha256(json.dumps(grid, sort_keys=True).encode()).hexdigest()
     data = {"grid": grid, "grid_sha256": digest, "budget": plan.budget, "device": device,
-            "versions": versions(), "effective": plan.effective, "jobs": [j.to_dict() for j in plan.jobs]}
+            "versions": versions(), "effective": plan.effective, "options": options or {},
+            "jobs": [j.to_dict() for j in plan.jobs]}
     write_atomic(run_dir / "plan.json", json.dumps(data, indent=2, default=str))
 
 
@@ -134,10 +137,11 @@ def _clock(seconds: float) -> str:
 
 
 class Eta:
-    """Remaining time from the mean duration of finished jobs of the same kind."""
+    """Remaining time from the mean duration of finished jobs of the same kind, shared by ``workers``."""
 
-    def __init__(self, jobs: list):
+    def __init__(self, jobs: list, workers: int = 1):
         self.remaining = {j.id: j.kind for j in jobs}
+        self.workers = workers
         self.seconds: dict[str, list[float]] = {}
 
     def finished(self, job, seconds: float | None) -> None:
@@ -152,72 +156,63 @@ class Eta:
         overall = [s for v in self.seconds.values() for s in v]
         mean = {k: sum(v) / len(v) for k, v in self.seconds.items()}
         fallback = sum(overall) / len(overall)
-        return sum(mean.get(kind, fallback) for kind in self.remaining.values())
+        return sum(mean.get(kind, fallback) for kind in self.remaining.values()) / self.workers
 
     def text(self) -> str:
         left = self.estimate()
         return "ETA –" if left is None else f"ETA {_clock(left)}"
 
 
-@contextmanager
-def notes_once(console: Console) -> Iterator[None]:
-    """Show each distinct warning once (e.g. a kernel without a deterministic version
-    warns at every step); :class:`KdbenchNote` s print as ``note: …``."""
-    seen: set[tuple[type, str]] = set()
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        key = (category, str(message))
-        if key in seen:
-            return
-        seen.add(key)
-        if issubclass(category, KdbenchNote):
-            console.print(f"[yellow]note:[/] {escape(str(message))}", highlight=False)
-        else:
-            console.print(f"[dim]warning ({category.__name__}, shown once): {escape(' '.join(str(message).split()))}[/]",
-                          highlight=False)
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        warnings.showwarning = show
-        yield
-
-
-def _failure_message(exc: BaseException) -> str:
-    text = str(exc) if isinstance(exc, KdbenchError) else f"{type(exc).__name__}: {exc}"
-    return one_line(text) or type(exc).__name__
-
-
 def run_grid(grid: GridSpec, out: str | Path = "runs", budget: str | None = None, device: str | None = None,
-             dry_run: bool = False, console: Console | None = None, threads: int | None = None) -> RunResult:
+             dry_run: bool = False, console: Console | None = None, threads: int | None = None,
+             workers: int | None = None, executor: str = "local", executor_options: dict | None = None,
+             compile: bool = False) -> RunResult:
     """Plan ``grid`` and run every job whose result is missing; render the leaderboard.
 
-    ``threads`` sets torch's intra-op thread count for this process (on a busy 2-core
-    machine one thread can train several times faster than two); each job records the
-    count it ran with.
+    ``threads`` sets torch's intra-op thread count for this process and every worker (on a
+    busy 2-core machine one thread can train several times faster than two); each job
+    records the count it ran with.  ``workers`` jobs run at once (default: one per visible
+    GPU, else 1; one runs in this process).  ``executor="slurm"`` submits the plan to Slurm
+    with ``executor_options`` (partition, time, gpus, account; see
+    :func:`kdbench.benchmark.slurm.run_on_slurm`).  ``compile`` trains with ``torch.compile``;
+    it is saved in ``plan.json`` under ``options``.
     """
+    from kdbench.benchmark.estimate import estimate_lines, estimate_plan
     from kdbench.leaderboards.render import write_leaderboard
 
     console = console or Console(stderr=True)
-    if threads is not None:
-        if threads < 1:
-            raise ConfigError(f"--threads {threads}: must be at least 1")
-        torch.set_num_threads(threads)
+    if executor not in EXECUTORS:
+        raise ConfigError(f"--executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
+    set_threads(threads)
     dev = resolve_device(device)
     dev_name = device_name(dev)
+    slots = worker_devices(device, workers) if executor == "local" else []
     with notes_once(console):
         plan = build_plan(grid, budget, device=dev_name, precision=precision_of(dev))
         run_dir = run_dir_of(grid, out, plan.budget)
         store = RunStore(run_dir)
         result = RunResult(run_dir, plan)
+        todo = [j for j in plan.jobs if not store.is_done(j.id)]
         if dry_run:
             for line in effective_lines(plan):
                 console.print(escape(line), highlight=False)
+            if executor == "local":
+                for line in estimate_lines(estimate_plan(plan.jobs, todo, dev), plan.budget, dev_name, len(slots),
+                                           len(todo)):
+                    console.print(line, highlight=False)
             console.print(plan_table(plan, store))
             return result
         run_dir.mkdir(parents=True, exist_ok=True)
         store.clean_staging()
-        save_plan(plan, run_dir, dev_name)
-        _execute(plan, store, dev, dev_name, result, console)
+        save_plan(plan, run_dir, dev_name, {"compile": compile})
+        if executor == "slurm":
+            given = {k: v for k, v in {"threads": threads, "device": device}.items() if v is not None}
+            _run_slurm(plan, store, {**given, **(executor_options or {})}, result, console)
+        else:
+            for line in estimate_lines(estimate_plan(plan.jobs, todo, dev), plan.budget, dev_name, len(slots),
+                                           len(todo)):
+                console.print(line, highlight=False)
+            _execute(plan, store, dev, dev_name, slots, threads, result, console)
         if result.failed:
             console.print(f"[red]{len(result.failed)} job(s) failed[/], {len(result.skipped)} skipped; "
                           f"tracebacks in {run_dir / 'failed'}")
@@ -225,45 +220,72 @@ def run_grid(grid: GridSpec, out: str | Path = "runs", budget: str | None = None
     return result
 
 
-def _execute(plan: Plan, store: RunStore, dev: torch.device, dev_name: str, result: RunResult,
-             console: Console) -> None:
+def _run_slurm(plan: Plan, store: RunStore, options: dict, result: RunResult, console: Console) -> None:
+    """Hand the plan to Slurm and fold the job statuses it returns into ``result``."""
+    from kdbench.benchmark.slurm import run_on_slurm
+
+    for job_id, status in run_on_slurm(plan, store, options, console).items():
+        if status == "done":
+            result.done.append(job_id)
+        elif status == "skipped":
+            result.skipped.append(job_id)
+        else:
+            result.failed[job_id] = status.split(":", 1)[-1].strip() or status
+
+
+def _execute(plan: Plan, store: RunStore, dev: torch.device, dev_name: str, slots: list, threads: int | None,
+             result: RunResult, console: Console) -> None:
     todo = [j for j in plan.jobs if not store.is_done(j.id)]
     result.done = [j.id for j in plan.jobs if store.is_done(j.id)]
+    where = dev_name if len(slots) == 1 else f"{len(slots)} workers ({', '.join(sorted({_slot(s) for s in slots}))})"
     console.print(f"[bold]{escape(plan.grid.name)}[/]: {len(plan.jobs)} jobs, {len(result.done)} already done, "
-                  f"{len(todo)} to run on {dev_name} (budget {plan.budget}) → {store.root}", highlight=False)
+                  f"{len(todo)} to run on {escape(where)} (budget {plan.budget}) → {store.root}", highlight=False)
     for line in effective_lines(plan):
         console.print(escape(line), highlight=False)
-    eta = Eta(todo)
+    eta = Eta(todo, len(slots))
     started = time.time()
     live = console.is_terminal
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[eta]}"))
     with Progress(*columns, console=console, transient=False, disable=not live) as progress:
         overall = progress.add_task("all jobs", total=len(todo), eta=eta.text())
-        for n, job in enumerate(todo, 1):
-            if any(d in result.skipped or d in result.failed for d in job.deps):
+        tasks: dict[str, tuple[int, float]] = {}
+        count = [0]
+
+        def begin(job) -> None:
+            if job.id not in tasks:
+                tasks[job.id] = (progress.add_task(escape(describe(job)), total=None, eta=""), time.time())
+
+        def advance(job_id: str, step: int, total: int) -> None:
+            if job_id in tasks:
+                progress.update(tasks[job_id][0], completed=step, total=total)
+
+        def finished(job, status: str, error: str) -> None:
+            task, t0 = tasks.pop(job.id, (None, None))
+            if status == "skipped":
                 result.skipped.append(job.id)
                 eta.finished(job, None)
-                status = "skipped (a dependency failed)"
+                line = "skipped (a dependency failed)"
             else:
-                task = progress.add_task(escape(describe(job)), total=None, eta="")
-                t0 = time.time()
-                try:
-                    execute_job(job, store, dev, lambda step, total: progress.update(task, completed=step, total=total))
-                except KeyboardInterrupt:
-                    raise
-                except Exception as exc:  # a failed job must not stop the others
-                    message = _failure_message(exc)
-                    result.failed[job.id] = message
-                    store.record_failure(job, message, traceback.format_exc())
-                    status = f"[red]failed[/]: {escape(message)}"
-                else:
-                    result.done.append(job.id)
-                    status = "done"
                 eta.finished(job, time.time() - t0)
                 progress.update(task, visible=False)
-                status += f" in {time.time() - t0:.1f} s"
+                if status == "failed":
+                    result.failed[job.id] = error
+                    line = f"[red]failed[/]: {escape(error)}"
+                else:
+                    result.done.append(job.id)
+                    line = "done" if status == "done" else "already done (by another process)"
+                line += f" in {time.time() - t0:.1f} s"
+            count[0] += 1
             progress.update(overall, advance=1, eta=eta.text())
-            if not live or status.startswith("[red]"):
-                progress.console.print(f"[{n}/{len(todo)}] {escape(describe(job))}: {status} · elapsed "
+            if not live or line.startswith("[red]"):
+                progress.console.print(f"[{count[0]}/{len(todo)}] {escape(describe(job))}: {line} · elapsed "
                                        f"{_clock(time.time() - started)} · {eta.text()}", highlight=False)
+
+        runner = InProcess(store, dev, advance) if len(slots) == 1 else WorkerPool(store, slots, threads, advance)
+        run_local(todo, store, runner, finished, begin)
+
+
+def _slot(slot: tuple[str | None, str | None]) -> str:
+    device, visible = slot
+    return f"GPU {visible}" if visible is not None else (device or "cpu")

@@ -2,18 +2,22 @@
 
 Layout: ``runs/<grid>/<budget>/<job-id>/`` holds ``job.json`` (config, timings, device,
 threads), ``log.jsonl``, ``checkpoint.pt`` (model weights only), ``metrics.csv`` or
-``profile.json``.  A job works in ``.staging/<job-id>.<pid>/`` and the directory is
+``profile.json``.  A job works in ``.staging/<job-id>/<host>.<pid>.<random>/`` under its
+claim (:mod:`kdbench.benchmark.claims`); every file there is fsynced and the directory is
 renamed into place only when complete, so a job directory that exists is finished, and a
-run killed at any moment (even ``kill -9``) loses at most the job in flight.  A failed job
+run killed at any moment (even ``kill -9``) loses at most the jobs in flight.  Their
+staging is removed by the next process that claims them.  A training job's resumable
+state lives in ``.checkpoints/<job-id>/`` until the job is finished.  A failed job
 leaves ``failed/<job-id>.txt`` (its traceback) and ``failed/<job-id>.json`` (job, kind,
 one-line error, time); a job directory with ``job.json`` wins over a failure record.
 
 Run-level files (``plan.json``, ``results.csv``/``.parquet``, ``leaderboard.md``) are
-written to a temporary name unique to the writer (process and thread), flushed to disk
-and moved into place with ``os.replace``: concurrent writers never share a temporary
-file, and a reader sees the old file or the new one, never a mix.  A full disk (ENOSPC,
-EDQUOT, or torch's short write) becomes one line, ``no space left on <path>: ...``, and
-leaves no temporary file or half-written job behind.
+written to a temporary name unique to the writer (process and thread), fsynced and moved
+into place with ``os.replace``, and the directory is fsynced after it: concurrent writers
+never share a temporary file, a reader sees the old file or the new one, never a mix, and
+a machine that loses power keeps one of the two.  A full disk (ENOSPC, EDQUOT, or torch's
+short write) becomes one line, ``no space left on <path>: ...``, and leaves no temporary
+file or half-written job behind.
 """
 
 from __future__ import annotations
@@ -23,11 +27,13 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from kdbench.benchmark import claims
 from kdbench.errors import KdbenchError, RunFailure
 
 NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -70,11 +76,20 @@ def _remove(path: Path) -> None:
 
 
 def _fsync(path: Path) -> None:
+    """Flush a file, or a directory's entries, to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_tree(path: Path) -> None:
+    """fsync every file and directory under ``path`` (deepest first), and ``path`` itself."""
+    for item in sorted(path.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if not item.is_symlink():
+            _fsync(item)
+    _fsync(path)
 
 
 def _new_temp(path: Path) -> Path:
@@ -107,6 +122,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             yield tmp
             _fsync(tmp)
             os.replace(tmp, path)
+            _fsync(path.parent)
         except BaseException:
             _remove(tmp)
             raise
@@ -116,16 +132,6 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
     """Write ``data`` to ``path`` atomically (see :func:`atomic_path`)."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         fh.write(data.encode() if isinstance(data, str) else data)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def one_line(text: str) -> str:
@@ -192,33 +198,52 @@ class RunStore:
             out[job_id] = record
         return out
 
+    def checkpoint_dir(self, job_id: str) -> Path:
+        """Where a training job keeps its resumable state until it is finished
+        (``.checkpoints/<job-id>``, outside staging so that it survives a kill)."""
+        return self.root / ".checkpoints" / job_id
+
+    @property
+    def options(self) -> dict:
+        """The run's options saved in ``plan.json`` (e.g. ``compile``); ``{}`` without a plan."""
+        try:
+            return json.loads((self.root / "plan.json").read_text()).get("options", {})
+        except (OSError, ValueError):
+            return {}
+
     def clean_staging(self) -> list[str]:
-        """Remove work left behind by runs that were killed; returns what was removed."""
+        """Remove the staging of every job whose claim can be taken (its writer is gone);
+        returns the job ids whose staging was removed.  Jobs claimed by a live process,
+        here or on another node, keep theirs."""
         removed = []
         if self.staging_root.is_dir():
-            for path in self.staging_root.iterdir():
-                pid = path.name.rsplit(".", 1)[-1]
-                if pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid)):
-                    continue
-                shutil.rmtree(path, ignore_errors=True)
-                removed.append(path.name)
+            for path in sorted(self.staging_root.iterdir()):
+                with claims.claim(self.root, path.name) as taken:
+                    if taken:
+                        shutil.rmtree(path, ignore_errors=True)
+                        removed.append(path.name)
         return removed
 
     @contextmanager
     def staging(self, job_id: str) -> Iterator[Path]:
         """A private directory for a job in flight, renamed to the job directory on success.
 
+        The caller holds the job's claim: any staging the job has from a dead claim is
+        removed first.  Every file is fsynced before the rename, the run directory after it.
         Any error inside the block removes the directory; a full disk there, or while moving
         it into place, is raised as ``no space left on <job dir>: ...``.
         """
-        tmp = self.staging_root / f"{job_id}.{os.getpid()}"
+        parent = self.staging_root / job_id
+        tmp = parent / f"{socket.gethostname().replace('.', '_')}.{os.getpid()}.{secrets.token_hex(4)}"
         final = self.job_dir(job_id)
         try:
             with disk_errors(final):
-                shutil.rmtree(tmp, ignore_errors=True)
+                shutil.rmtree(parent, ignore_errors=True)
                 tmp.mkdir(parents=True)
                 yield tmp
                 if not final.exists():  # finished meanwhile by another process: keep the first result
+                    fsync_tree(tmp)
                     os.rename(tmp, final)
+                    _fsync(self.root)
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(parent, ignore_errors=True)

@@ -3,28 +3,40 @@
 The recipe follows EMKD (Qin et al., IEEE TMI 2021, Sec. IV-A): Adam (β = 0.9, 0.999),
 lr 1e-3 annealed by a cosine schedule to 1e-6, random rotation and flipping.  The
 segmentation loss is cross-entropy + soft Dice (MONAI's ``DiceCELoss``).  A student
-step taps the features its method asks for on both networks (forward hooks), runs the
-teacher under ``no_grad``, and adds the method's weighted terms to the segmentation
-loss.  On CUDA the forward passes run under bf16 autocast.
+step (:class:`DistillStep`) taps the features its method asks for on both networks
+(forward hooks), runs the teacher in inference mode, and adds the method's weighted terms
+to the segmentation loss.  On CUDA the forward passes run under bf16 autocast.  Loss
+terms stay on the device and reach the host once per log interval (:func:`train_model`), so a step never waits for the device.
+A training job checkpoints its state every few minutes and resumes from it after a kill
+with the same final weights as an uninterrupted run.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import random
+import time
+import warnings
 from collections import defaultdict
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
-from monai.losses import DiceCELoss
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Sampler
 
+from kdbench.benchmark.store import atomic_path
 from kdbench.datasets.base import Case, SliceDataset
-from kdbench.errors import RunFailure
+from kdbench.errors import KdbenchNote, RunFailure
 from kdbench.methods.base import Batch, Method, Outputs
 from kdbench.models.roles import FeatureTaps
+
+LOG_EVERY = 50
+"""Steps between two ``step`` log records (and host reads of the loss terms); step 1 is logged too."""
+CHECKPOINT = "state.pt"
+"""The file, inside a job's checkpoint directory, holding its resumable training state."""
 
 
 def seed_everything(seed: int) -> None:
@@ -35,21 +47,43 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def augment(image: torch.Tensor, label: torch.Tensor, generator: torch.Generator,
-            rotate: bool = True, flip: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample random rotation by k·90° and horizontal/vertical flips (same for image and label)."""
-    images, labels = [], []
-    for x, y in zip(image, label):
-        if rotate:
-            k = int(torch.randint(0, 4, (1,), generator=generator))
-            x, y = torch.rot90(x, k, (-2, -1)), torch.rot90(y, k, (-2, -1))
-        if flip:
-            for dim in (-1, -2):
-                if bool(torch.randint(0, 2, (1,), generator=generator)):
-                    x, y = x.flip(dim), y.flip(dim)
-        images.append(x)
-        labels.append(y)
-    return torch.stack(images), torch.stack(labels)
+def _where(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a`` for the samples where the per-sample ``mask`` is true, else ``b``."""
+    return torch.where(mask.view(-1, *(1,) * (a.dim() - 1)), a, b)
+
+
+def augment_batch(image: torch.Tensor, label: torch.Tensor, generator: torch.Generator,
+                  rotate: bool = True, flip: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random rotation by k·90° in the last two axes, then random flips of each spatial axis,
+    drawn independently per sample and applied alike to the image ``(B, C, *spatial)`` and the
+    label ``(B, *spatial)`` (2D or 3D), on their device.
+
+    The EMKD recipe's "random rotation and flipping" (Qin et al. 2021, Sec. IV-A).  All random
+    numbers of the batch are drawn at once from the CPU ``generator`` (``k`` per sample, then a
+    flip bit per spatial axis, last axis first), so the result depends on the generator alone.
+    Where the last two axes differ in length only the rotations by 0° and 180° are drawn.
+    """
+    n, spatial = image.shape[0], image.dim() - 2
+    k = torch.randint(0, 4, (n,), generator=generator) if rotate else torch.zeros(n, dtype=torch.long)
+    if image.shape[-1] != image.shape[-2]:
+        k = k - k % 2
+    flips = (torch.randint(0, 2, (n, spatial), generator=generator) if flip
+             else torch.zeros(n, spatial, dtype=torch.long)).bool()
+    # torch.rot90(x, k, (-2, -1)): flip the last axis if k ∈ {1, 2}, the one before if k ∈ {2, 3},
+    # then swap the two if k is odd; the flips follow on axes -1, -2 (and -3 in 3D)
+    ops = torch.cat([torch.stack([(k == 1) | (k == 2), k >= 2, k % 2 == 1], 1), flips], 1)
+    if image.device.type == "cuda":
+        ops = ops.pin_memory()
+    ops = ops.to(image.device, non_blocking=True)
+    for op, dim in ((0, -1), (1, -2)):
+        image, label = _where(ops[:, op], image.flip(dim), image), _where(ops[:, op], label.flip(dim), label)
+    if image.shape[-1] == image.shape[-2]:
+        image = _where(ops[:, 2], image.transpose(-2, -1), image)
+        label = _where(ops[:, 2], label.transpose(-2, -1), label)
+    for i in range(spatial):
+        image, label = (_where(ops[:, 3 + i], image.flip(-1 - i), image),
+                        _where(ops[:, 3 + i], label.flip(-1 - i), label))
+    return image, label
 
 
 SEG_LOSSES = ("dice_ce", "ce", "dice", "none")
@@ -62,6 +96,8 @@ class SegLoss(nn.Module):
     trained "with CE and with soft Dice" (Noothout et al., Sec. 2.3)."""
 
     def __init__(self, kind: str = "dice_ce"):
+        from monai.losses import DiceCELoss
+
         super().__init__()
         if kind not in SEG_LOSSES[:3]:
             raise ValueError(f"segmentation loss '{kind}': expected one of {', '.join(SEG_LOSSES[:3])}")
@@ -87,6 +123,128 @@ def lr_at(step: int, total: int, lr: float, min_lr: float, schedule: str) -> flo
     return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * step / (total - 1)))
 
 
+def _kept(t: torch.Tensor) -> torch.Tensor:
+    """An inference-mode tensor as an fp32 tensor autograd may save (a copy)."""
+    return t.float() if t.dtype != torch.float32 else t.clone()
+
+
+class DistillStep:
+    """One optimisation step of ``model`` on a batch: ``step(image, label, step, total)``.
+
+    The teacher (when ``method`` needs one) runs in inference mode and only the features the
+    method taps are kept, copied to fp32; a teacher with ``soft_targets(image, label, taps)``
+    (a PLC-KD team) gives label-aware outputs instead.  The student runs with its taps, its
+    segmentation loss (``seg_loss``, may be ``None``) and the method's terms are summed,
+    back-propagated and stepped; then ``method.after_step`` runs.  On CUDA both forwards run
+    under bf16 autocast (channels-last memory format was measured slower on an H100 for the
+    quickstart pair and is not used).  ``compile=True`` wraps the networks with :func:`torch.compile`.  Returns the detached terms (and ``loss``, their sum,
+    and the after-step values) as tensors on the device: nothing waits for the device.
+    Call :meth:`close` (or use it as a context manager) to remove its feature hooks.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, method: Method | None = None,
+                 teacher: nn.Module | None = None, seg_loss: nn.Module | None = None,
+                 device: torch.device | str = "cpu", compile: bool = False):
+        self.model, self.optimizer, self.method, self.seg_loss = model, optimizer, method, seg_loss
+        self.device = torch.device(device)
+        self.taps = tuple(method.taps) if method is not None else ()
+        self.teacher = teacher if teacher is not None and method is not None and method.requires_teacher else None
+        self.soft = self.teacher is not None and hasattr(self.teacher, "soft_targets")
+        self.student_taps = FeatureTaps(model, self.taps)
+        self.teacher_taps = FeatureTaps(self.teacher, self.taps) if self.teacher is not None and not self.soft \
+            else None
+        self.student = torch.compile(model) if compile else model
+        self.teacher_net = torch.compile(self.teacher) if compile and self.teacher_taps is not None else self.teacher
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+
+    def _teacher(self, image: torch.Tensor, label: torch.Tensor) -> Outputs:
+        with torch.inference_mode(), self.autocast:
+            if self.soft:
+                out = self.teacher.soft_targets(image, label, self.taps)
+            else:
+                out = Outputs(self.teacher_net(image), dict(self.teacher_taps.features))
+                self.teacher_taps.features.clear()
+        return Outputs(_kept(out.logits), {k: _kept(v) for k, v in out.features.items()})
+
+    def __call__(self, image: torch.Tensor, label: torch.Tensor, step: int, total: int) -> dict[str, torch.Tensor]:
+        batch = Batch(image=image, label=label, step=step, total_steps=total)
+        teacher_out = self._teacher(image, label) if self.teacher is not None else None
+        with self.autocast:
+            logits = self.student(image)
+            student_out = Outputs(logits.float(), {k: v.float() for k, v in self.student_taps.features.items()})
+            self.student_taps.features.clear()
+            terms = {"seg": self.seg_loss(student_out.logits, label)} if self.seg_loss is not None else {}
+            if self.method is not None:
+                terms.update(self.method(student_out, teacher_out, batch))
+        loss = sum(terms.values())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        extra = self.method.after_step(student_out, teacher_out, batch) if self.method is not None else {}
+        return ({k: v.detach() for k, v in terms.items()} | {"loss": loss.detach()}
+                | {k: v.detach() if torch.is_tensor(v) else torch.full((), v, device=self.device)
+                   for k, v in extra.items()})
+
+    def close(self) -> None:
+        """Remove the feature hooks from the networks."""
+        self.student_taps.close()
+        if self.teacher_taps is not None:
+            self.teacher_taps.close()
+
+    def __enter__(self) -> "DistillStep":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class EpochBatches(Sampler):
+    """Batch indices of one epoch: a permutation drawn from ``(seed, epoch)`` alone, cut into
+    ``batch_size`` batches (the last partial one dropped), from batch ``skip`` on.
+
+    Set :attr:`epoch` and :attr:`skip` before iterating; a resumed epoch skips the batches it
+    already trained on and sees the rest in the same order.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.epoch, self.skip = 0, 0
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size
+
+    def __iter__(self):
+        seed = int(np.random.SeedSequence((self.seed, self.epoch)).generate_state(1)[0])
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(seed)).tolist()
+        for b in range(self.skip, len(self)):
+            yield order[b * self.batch_size:(b + 1) * self.batch_size]
+
+
+def make_loader(data: Dataset, batches: EpochBatches, device: torch.device) -> DataLoader:
+    """The loader of ``data`` in ``batches``, in this process, into pinned memory on CUDA (so that
+    the copy to the device does not wait).  Worker processes were measured no faster on an
+    H100 for in-memory phantom slices."""
+    return DataLoader(data, batch_sampler=batches, pin_memory=device.type == "cuda")
+
+
+def _rng_state(generator: torch.Generator, device: torch.device) -> dict:
+    """Every random state training draws from, in a form ``torch.load(weights_only=True)`` reads."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": random.getstate(), "numpy": (name, keys.tolist(), pos, has_gauss, cached),
+            "torch": torch.get_rng_state(), "generator": generator.get_state(),
+            "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []}
+
+
+def _set_rng_state(state: dict, generator: torch.Generator) -> None:
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    random.setstate(state["python"])
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["generator"])
+    if state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def train_model(
     model: nn.Module,
     cases: list[Case],
@@ -99,22 +257,35 @@ def train_model(
     progress: Callable[[int, int], None] = lambda step, total: None,
     supervised: str = "dice_ce",
     batch_transform: Callable | None = None,
+    data: Dataset | None = None,
+    checkpoint: Path | None = None,
+    checkpoint_every: float = 300.0,
+    compile: bool = False,
 ) -> dict:
     """Train ``model`` (a teacher, or a student distilled by ``method`` from ``teacher``).
 
-    ``recipe`` is a resolved :class:`~kdbench.benchmark.grid.TrainSpec` dict;
-    ``supervised`` the loss on the labels (a method's own ``seg_loss`` wins); ``batch_transform(image,
-    label, generator) -> (image, label)`` rewrites each augmented batch (PLC-KD's
-    assistants train on FIG or BT images).  A teacher with a ``soft_targets(image,
-    label, taps)`` method (a PLC-KD team) gives label-aware outputs.  Returns a
-    summary (steps, epochs, final loss).  Raises :class:`RunFailure` on a non-finite loss or non-finite weights.
+    ``recipe`` is a resolved :class:`~kdbench.benchmark.grid.TrainSpec` dict; ``data`` the
+    ``(image, label)`` samples (default: the slices of ``cases``); ``supervised`` the loss on
+    the labels (a method's own ``seg_loss`` wins); ``batch_transform(image, label, generator)
+    -> (image, label)`` rewrites each augmented batch (PLC-KD's assistants train on FIG or BT
+    images).  Each step is a :class:`DistillStep` (``compile`` is passed on).  Loss terms are
+    read on the host every :data:`LOG_EVERY` steps and at each epoch's end, where a ``step``
+    record (steps 1, 50, 100, ...) and an ``epoch`` record (means) are logged.
+
+    With a ``checkpoint`` directory the resumable state (weights, optimiser, method, every
+    random state, step, epoch and the epoch's terms) is written there atomically at a step
+    boundary every ``checkpoint_every`` seconds, and a run that finds one resumes from it:
+    the final weights equal those of an uninterrupted run.  A checkpoint that cannot be used
+    is ignored with a warning.  Returns a summary (steps, epochs, final loss).  Raises
+    :class:`RunFailure` on a non-finite loss or non-finite weights.
     """
     seed_everything(seed)
-    data = SliceDataset(cases)
-    generator = torch.Generator().manual_seed(seed)
+    data = SliceDataset(cases) if data is None else data
     batch_size = min(recipe["batch_size"], len(data))
-    loader = DataLoader(data, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator)
-    total = recipe["epochs"] * len(loader)
+    batches = EpochBatches(len(data), batch_size, seed)
+    loader = make_loader(data, batches, device)
+    per_epoch = len(batches)
+    total = recipe["epochs"] * per_epoch
     if recipe.get("max_steps"):
         total = min(total, recipe["max_steps"])
     model.to(device).train()
@@ -129,62 +300,106 @@ def train_model(
     optimizer = make_optimizer(recipe["optimizer"], params, recipe["lr"], recipe["weight_decay"])
     supervised = method.seg_loss if method is not None else supervised
     seg_loss = SegLoss(supervised) if supervised != "none" else None
-    taps = method.taps if method is not None else ()
     aug = recipe.get("augmentation", {})
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    generator = torch.Generator().manual_seed(seed)
+    path = Path(checkpoint) / CHECKPOINT if checkpoint is not None else None
 
-    step, epoch, epoch_terms = 0, 0, defaultdict(list)
-    while step < total:
-        for image, label in loader:
-            if step >= total:
-                break
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, total, recipe["lr"], recipe["min_lr"], recipe["schedule"])
-            image, label = augment(image, label, generator, aug.get("rotate", True), aug.get("flip", True))
-            image, label = image.to(device), label.to(device)
-            if batch_transform is not None:
-                image, label = batch_transform(image, label, generator)
-            batch = Batch(image=image, label=label, step=step, total_steps=total)
-            with autocast:
-                teacher_out = None
-                if teacher is not None and method is not None and method.requires_teacher:
-                    with torch.no_grad():
-                        if hasattr(teacher, "soft_targets"):
-                            teacher_out = teacher.soft_targets(image, label, taps)
-                        else:
-                            with FeatureTaps(teacher, taps) as t_taps:
-                                t_logits = teacher(image)
-                            teacher_out = Outputs(t_logits.float(),
-                                                  {k: v.float() for k, v in t_taps.features.items()})
-                with FeatureTaps(model, taps) as s_taps:
-                    logits = model(image)
-                student_out = Outputs(logits.float(), {k: v.float() for k, v in s_taps.features.items()})
-                terms = {"seg": seg_loss(student_out.logits, label)} if seg_loss is not None else {}
-                if method is not None:
-                    terms.update(method(student_out, teacher_out, batch))
-            loss = sum(terms.values())
-            if not torch.isfinite(loss):
-                values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
-                raise RunFailure(f"non-finite loss at step {step} ({values})")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            extra = method.after_step(student_out, teacher_out, batch) if method is not None else {}
-            record = {k: float(v.detach()) for k, v in terms.items()} | {"loss": float(loss.detach())} | extra
+    step, epoch, epoch_terms, pending = 0, 0, defaultdict(list), []
+    if path is not None and path.exists():
+        resumed = _resume(path, device, seed, model, optimizer, method, generator, total)
+        if resumed is not None:
+            step, epoch = resumed["step"], resumed["epoch"]
+            epoch_terms.update(resumed["terms"])
+            log({"event": "resume", "step": step, "epoch": epoch})
+            progress(step, total)
+
+    def flush() -> None:
+        """Bring the pending steps' terms to the host (one transfer), check and log them."""
+        values = iter(torch.stack([v.float() for *_, terms in pending for v in terms.values()]).tolist())
+        records = [(s, e, lr, {k: next(values) for k in terms}) for s, e, lr, terms in pending]
+        pending.clear()
+        for s, e, lr, record in records:
+            if not math.isfinite(record["loss"]):
+                shown = ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "loss")
+                raise RunFailure(f"non-finite loss at step {s} ({shown}; steps {records[0][0]}-{records[-1][0]} "
+                                 "checked together)")
             for k, v in record.items():
                 epoch_terms[k].append(v)
-            step += 1
-            progress(step, total)
-            if step % 50 == 0 or step == 1:
-                log({"event": "step", "step": step, "epoch": epoch, "lr": optimizer.param_groups[0]["lr"], **record})
-        log({"event": "epoch", "epoch": epoch, "step": step,
-             **{k: float(np.mean(v)) for k, v in epoch_terms.items()}})
-        final = {k: float(np.mean(v)) for k, v in epoch_terms.items()}
-        epoch_terms.clear()
-        epoch += 1
+            if s + 1 == 1 or (s + 1) % LOG_EVERY == 0:
+                log({"event": "step", "step": s + 1, "epoch": e, "lr": lr, **record})
+
+    saved = time.monotonic()
+    with DistillStep(model, optimizer, method, teacher, seg_loss, device, compile) as train_step:
+        while step < total:
+            batches.epoch, batches.skip = epoch, step - epoch * per_epoch
+            for image, label in loader:
+                lr = lr_at(step, total, recipe["lr"], recipe["min_lr"], recipe["schedule"])
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                image, label = image.to(device, non_blocking=True), label.to(device, non_blocking=True)
+                image, label = augment_batch(image, label, generator, aug.get("rotate", True), aug.get("flip", True))
+                if batch_transform is not None:
+                    image, label = batch_transform(image, label, generator)
+                pending.append((step, epoch, lr, train_step(image, label, step, total)))
+                step += 1
+                progress(step, total)
+                if step == 1 or step % LOG_EVERY == 0:
+                    flush()
+                if path is not None and step < total and time.monotonic() - saved >= checkpoint_every:
+                    if pending:
+                        flush()
+                    _save(path, model, optimizer, method, generator, device, step, epoch, epoch_terms, total)
+                    saved = time.monotonic()
+                if step >= total:
+                    break
+            if pending:
+                flush()
+            final = {k: float(np.mean(v)) for k, v in epoch_terms.items()}
+            log({"event": "epoch", "epoch": epoch, "step": step, **final})
+            epoch_terms.clear()
+            epoch += 1
     model.eval()
     check_finite_weights(model)
     return {"steps": step, "epochs": epoch, "final": final}
+
+
+def _save(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, method: Method | None,
+          generator: torch.Generator, device: torch.device, step: int, epoch: int, terms: dict, total: int) -> None:
+    """Write the resumable training state to ``path`` atomically (fsynced, then renamed)."""
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "method": method.state_dict() if method is not None else {},
+             "rng": _rng_state(generator, device), "step": step, "epoch": epoch, "total": total,
+             "terms": {k: list(v) for k, v in terms.items()}}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _resume(path: Path, device: torch.device, seed: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+            method: Method | None, generator: torch.Generator, total: int) -> dict | None:
+    """Load the state saved at ``path`` into the training objects; returns it (step, epoch,
+    terms), or ``None`` after a warning when it cannot be used, leaving everything as it was."""
+    before = copy.deepcopy((model.state_dict(), optimizer.state_dict(),
+                            method.state_dict() if method is not None else {}))
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+        if state["total"] != total:
+            raise ValueError(f"it was written for {state['total']} steps, this run has {total}")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if method is not None:
+            method.load_state_dict(state["method"])
+        _set_rng_state(state["rng"], generator)
+        return state
+    except Exception as exc:  # any unreadable or mismatched checkpoint: start afresh
+        model.load_state_dict(before[0])
+        optimizer.load_state_dict(before[1])
+        if method is not None:
+            method.load_state_dict(before[2])
+        seed_everything(seed)
+        generator.manual_seed(seed)
+        warnings.warn(f"ignoring the checkpoint {path} ({' '.join(str(exc).split())[:200]}); "
+                      "training restarts from step 0", KdbenchNote, stacklevel=2)
+        return None
 
 
 def check_finite_weights(model: nn.Module) -> None:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-from kdbench.benchmark.splits import dataset_split
 from kdbench.datasets.base import SegDataset
 from kdbench.datasets.prepare import PreparedDataset
+from kdbench.datasets.splits import dataset_split
 from kdbench.errors import KdbenchError
 
 

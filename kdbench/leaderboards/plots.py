@@ -26,8 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kdbench.benchmark.evaluate import LOWER_IS_BETTER, predict_case
-from kdbench.benchmark.jobs import dataset_of, load_cases, load_trained
+from kdbench.benchmark.evaluate import LOWER_IS_BETTER, predict_case, predict_volume
 from kdbench.benchmark.store import RunStore, write_atomic
 from kdbench.datasets.base import Case
 from kdbench.errors import DatasetError
@@ -268,6 +267,8 @@ def overlays_figure(run_dir: str | Path, path: str | Path, cases: int = 3, block
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
+    from kdbench.benchmark.jobs import dataset_of, load_cases, load_trained
+
     run_dir = Path(run_dir)
     plan = load_plan(run_dir)
     block = block or leaderboard_blocks(run_dir)[0]
@@ -289,6 +290,7 @@ def overlays_figure(run_dir: str | Path, path: str | Path, cases: int = 3, block
         return None
     if not test:
         return None
+    inference = [_inference_of(plan, job) for _, job in columns]
     names = dataset_of(config).classes
     classes = config["model"]["num_classes"]
     colours = ListedColormap([LABEL_COLOURS[v % len(LABEL_COLOURS)] for v in range(classes)])
@@ -298,7 +300,8 @@ def overlays_figure(run_dir: str | Path, path: str | Path, cases: int = 3, block
         image = case.image[s, 0]
         one = Case(case.case_id, case.image[s:s + 1], case.label[s:s + 1], case.spacing)  # the slice alone
         maps = [("ground truth", case.label[s])]
-        maps += [(title, predict_case(model, one, device)[0]) for (title, _), model in zip(columns, models)]
+        maps += [(title, predict_volume(model, case, mode, device)[s] if mode else predict_case(model, one, device)[0])
+                 for (title, _), model, mode in zip(columns, models, inference)]
         for j, (title, picture) in enumerate([("image", None), *maps]):
             axes = figure.add_subplot(len(test), 2 + len(columns), i * (2 + len(columns)) + j + 1)
             axes.imshow(image, cmap="gray", interpolation="nearest")
@@ -311,6 +314,16 @@ def overlays_figure(run_dir: str | Path, path: str | Path, cases: int = 3, block
                                  else f"label {v}") for v in range(1, classes)],
                   loc="outside lower center", ncols=max(1, classes - 1), fontsize=7)
     return _save(figure, path)
+
+
+def _inference_of(plan: dict, job_id: str) -> dict | None:
+    """The whole-volume inference (sliding window, tri-planar) the evaluation of ``job_id`` used,
+    or ``None`` when it predicted slice by slice."""
+    for job in plan["jobs"]:
+        if job["kind"] == "evaluate" and job_id in job["deps"]:
+            inference = job["config"].get("inference")
+            return inference if inference and inference.get("mode") != "slices" else None
+    return None
 
 
 def foreground_slice(label: np.ndarray) -> int:

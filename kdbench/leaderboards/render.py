@@ -7,8 +7,9 @@ significance mark vs. ``none`` (paired Wilcoxon signed-rank test over cases, Hol
 across the table's rows, :mod:`kdbench.leaderboards.stats`), Δ vs. ``none`` and the share
 of the teacher–student gap closed; the best student value **bold** and the second
 <u>underlined</u>, the published numbers of the table the grid reproduces, and
-params/FLOPs/latency (median, p10–p90, flagged when unstable)/memory.  Tables are written
-with pandas' ``DataFrame.to_markdown`` (tabulate).
+params/FLOPs/latency (median, p10–p90, flagged when unstable)/memory, and — when a row's
+network was exported with ``kdbench export`` — its ONNX latency (:data:`EXPORTED_LATENCY`).
+Tables are written with pandas' ``DataFrame.to_markdown`` (tabulate).
 
 The header says exactly what the numbers are: the budget (smoke and quick are never
 paper-scale) and what it changed, the epochs, steps, batch, image size and widths the
@@ -33,6 +34,7 @@ import pandas as pd
 
 from kdbench.benchmark.evaluate import LOWER_IS_BETTER
 from kdbench.benchmark.store import RunStore, write_atomic
+from kdbench.export import export_records
 from kdbench.leaderboards.paper import paper_results
 from kdbench.leaderboards.results import (find_runs, job_records, load_plan, profiles_table, results_table,
                                           write_results)
@@ -48,6 +50,9 @@ COST_COLUMNS = {"params": ("Params (M)", "params_M", "{:.3g}"), "flops": ("FLOPs
 #: published cost columns (Noothout et al. Table 1): paper metric and the scale to our unit
 PAPER_COSTS = {"params": [("params_M", 1.0)], "flops": [("flops_G", 1.0)], "memory": [("gpu_mem_GB", 1024.0)], "time": [("seconds_per_scan", 1.0)]}
 LATENCY_SPREAD = "Latency p10–p90 (ms)"
+#: the cost column of exported networks: shown when a row has an ONNX export record
+#: (``RUN_DIR/exports/<job>.onnx.json``, :func:`kdbench.export.export_records`), whatever ``leaderboard.cost`` says
+EXPORTED_LATENCY = "ONNX latency (ms)"
 UNSTABLE_RATIO = 2.0  # p90/p10 above this: the timing is not trustworthy
 UNSTABLE_NOTE = (f"⚠ unstable timing: p90/p10 > {UNSTABLE_RATIO:g}, the machine was busy while it was timed; "
                  "re-profile on an idle machine.")
@@ -310,7 +315,9 @@ def _setup(plan: dict, dataset: str, student: str, rows: list[dict], records: di
         "teacher_recipe": recipe(teachers[0]) if teachers else None,
         "max_cases": first["split"].get("max_cases"),
         "image_size": first["dataset"]["image_size"],
-        "input": [1, first["model"]["in_channels"], first["dataset"]["image_size"], first["dataset"]["image_size"]],
+        "patch": (first.get("volume") or {}).get("patch"),
+        "input": [1, first["model"]["in_channels"],
+                  *((first.get("volume") or {}).get("patch") or [first["dataset"]["image_size"]] * 2)],
         "student_width": width(student, students[0]),
         "teacher_widths": [width(label, next(j for j in teachers if j["meta"]["model_label"] == label))
                            for label in dict.fromkeys(j["meta"]["model_label"] for j in teachers)],
@@ -339,6 +346,7 @@ def leaderboard_blocks(run_dir: str | Path, results: pd.DataFrame | None = None)
     profiles = profiles_table(run_dir)
     profiles = profiles.set_index("profile") if len(profiles) else profiles
     records = job_records(run_dir, plan)
+    exports = export_records(run_dir)
     progress = _Progress(jobs, set(records), RunStore(run_dir).failures())
     spec = grid["leaderboard"]
     metrics = spec["metrics"]
@@ -363,6 +371,8 @@ def leaderboard_blocks(run_dir: str | Path, results: pd.DataFrame | None = None)
                          if j["kind"] == "evaluate" and j["config"]["train"] in row["jobs"] and j["id"] in records]
                 if [t for t in times if t is not None]:
                     cost["time"] = float(np.mean([t for t in times if t is not None]))
+                if onnx := [exports[j]["latency_ms"] for j in row["jobs"] if j in exports]:
+                    cost["onnx_latency"] = float(np.median(onnx))
                 rows.append({**{k: row[k] for k in ("row", "kind", "model", "method", "method_label", "teacher_label",
                                                     "profile")},
                              "cells": cells, "cost": cost, "paper": paper, "paper_cost": paper_cost,
@@ -404,6 +414,8 @@ def _header(plan: dict, block: dict) -> list[str]:
     elif setup["teacher_recipe"]:
         training = f"students and teachers {_recipe_text(setup['student_recipe'])}"
     training += f"; image size {setup['image_size']}"
+    if setup["patch"]:
+        training += f"; 3D patches of {'×'.join(map(str, setup['patch']))}"
     if setup["max_cases"]:
         training += f"; at most {setup['max_cases']} cases"
     widths = [_width_text("student", setup["student_width"])]
@@ -430,6 +442,10 @@ def _header(plan: dict, block: dict) -> list[str]:
              f"- **Trained on:** {setup['trained_on'] or '– (no training job has finished)'}"]
     if setup["profiled_on"]:
         lines.append(f"- **Profiled on:** {setup['profiled_on']}")
+    if any("onnx_latency" in r["cost"] for r in block["rows"]):
+        lines.append(f"- **{EXPORTED_LATENCY[:-5]}:** of the networks exported with `kdbench export` (onnxruntime on "
+                     "the CPU, batch 1, one thread, median of its timed runs; a row's median over its exported runs; "
+                     "`exports/<job>.onnx.json` says where it was timed)")
     lines += _provenance(setup)
     if setup["aggregate"] == "range":
         lines.append(f"- **Range:** min–max over the {setup['runs']} (fold, seed) runs of their per-run means "
@@ -543,6 +559,8 @@ def _markdown(plan: dict, blocks: list[dict], pictures: list[list[str]] | None =
         paper_cost = [(c, k) for c in cost_keys if c in PAPER_COSTS
                       for k in dict.fromkeys(k for r in rows for k in r["paper_cost"].get(c, {}))]
         columns += [" ".join(filter(None, ("paper", k, COST_COLUMNS[c][0]))) for c, k in paper_cost]
+        exported = any("onnx_latency" in r["cost"] for r in rows)
+        columns += [EXPORTED_LATENCY] if exported else []
         ranks = {}
         students = [r for r in rows if r["kind"] == "student"]
         for key in (f"{t}/{m}" for t in targets for m in metrics):
@@ -599,6 +617,8 @@ def _markdown(plan: dict, blocks: list[dict], pictures: list[list[str]] | None =
                 else:
                     cells.append(text)
             cells += [r["paper_cost"][c].get(k, "") for c, k in paper_cost]
+            if exported:
+                cells.append(f"{r['cost']['onnx_latency']:.2f}" if "onnx_latency" in r["cost"] else "–")
             table.append(cells)
         frame = pd.DataFrame(table, columns=columns)
         out += [frame.to_markdown(index=False, colalign=["left"] + ["right"] * (len(columns) - 1),

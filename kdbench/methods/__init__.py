@@ -5,6 +5,7 @@ builds one.  Hyper-parameters are checked against the constructor's annotations 
 declared ranges (:meth:`Method.validate_params`) — a grid at load time, a Python
 caller here — so ``T="hot"``, ``T=0`` or a misspelt name fail with one line naming
 what is allowed.  ``{"compose": [...]}`` combines methods (see :mod:`.compose`).
+The method modules are imported on the first lookup or listing.
 """
 
 from __future__ import annotations
@@ -16,7 +17,11 @@ from kdbench.methods.base import COMMON, Batch, Method, Outputs
 from kdbench.params import signature_defaults
 from kdbench.registry import Registry
 
-METHODS = Registry("method")
+#: The modules that register the built-in methods (imported on first use).
+MODULES = ("at", "cirkd", "compose", "cwd", "dkd", "emkd", "ensemble", "fitnet", "ifvd", "kd", "local", "mimic",
+           "none", "pa", "plckd", "skd", "spkd")
+
+METHODS = Registry("method", modules=[f"{__name__}.{m}" for m in MODULES])
 register_method = METHODS.register
 
 
@@ -50,9 +55,6 @@ def list_methods(pattern: str = "*") -> list[str]:
     """Registered method names matching ``pattern``."""
     return METHODS.names(pattern)
 
-
-from kdbench.methods import (  # noqa: E402,F401  (register)
-    at, cirkd, compose, cwd, dkd, emkd, ensemble, fitnet, ifvd, kd, local, mimic, none, pa, plckd, skd, spkd)
 
 __all__ = ["METHODS", "Batch", "Method", "Outputs", "create_method", "list_methods",
            "method_defaults", "method_params", "register_method", "validate_method_params"]

@@ -78,6 +78,12 @@ class Method(nn.Module, ABC):
     #: the supervised loss the student trains with beside the method's terms
     #: (``dice_ce``; ``none`` when the method brings its own, as ensemble KD does)
     seg_loss: ClassVar[str] = "dice_ce"
+    #: the spatial dimensionalities of the networks the method can distil: 2D maps
+    #: ``(B, C, H, W)`` and 3D maps ``(B, C, D, H, W)`` by default.  A method that cannot work
+    #: on 3D networks sets ``(2,)`` and says why in ``why_not_3d`` (one line a user
+    #: understands); planning a 3D teacher → student pair with it is then a one-line error.
+    spatial_dims: ClassVar[tuple[int, ...]] = (2, 3)
+    why_not_3d: ClassVar[str] = ""
 
     def __init__(
         self,

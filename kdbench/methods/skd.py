@@ -125,7 +125,7 @@ class SKD(Method):
         self.disc_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.disc_optimizer.step()
-        return {"disc": float(loss)}
+        return {"disc": loss.detach()}
 
     def gradient_penalty(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         """``mean_b (‖∇_x̂ D(x̂)‖₂ − 1)²`` at random interpolates of real and fake pairs (Gulrajani 2017)."""

@@ -2,7 +2,7 @@
 
 :func:`zoo_markdown` builds every registered model at its default (paper) configuration
 on the ``meta`` device — shapes only, no memory, no weights — counts its parameters and
-FLOPs with :mod:`kdbench.benchmark.profile`, and sets EMKD Table II's published numbers
+FLOPs with :mod:`kdbench.models.cost`, and sets EMKD Table II's published numbers
 beside them.
 """
 
@@ -14,8 +14,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from kdbench.benchmark.profile import count_flops, count_params
 from kdbench.models import MODELS, create_model
+from kdbench.models.cost import count_flops, count_params
 
 PAPER_RESULTS = Path(__file__).resolve().parents[1] / "leaderboards" / "data" / "paper_results.csv"
 
@@ -30,6 +30,9 @@ PAPERS = {
 }
 
 #: What a reader needs to know where our network and the published numbers differ.
+VOLUME_INPUT = (1, 1, 64, 64, 64)
+"""The input at which 3D models are counted (Noothout et al.'s 3D ResNet patch, 64³)."""
+
 NOTES = {
     "raunet": "Ni et al.'s RAUNet (ResNet-34 LinkNet + attention), the network of EMKD's "
               "code; EMKD cites Jin et al.'s 3D RA-UNet.",
@@ -140,12 +143,18 @@ def zoo_markdown(input_size: tuple[int, ...] = (1, 1, 512, 512)) -> str:
     ]
     for entry in MODELS.entries():
         name, meta = entry.name, entry.meta
-        model, params, flops = _cost(name, sizes)
+        if meta.get("dims", 2) == 3:  # a volume: the 3D ResNet's 64³ patch (Noothout et al.)
+            model, params, flops = _cost(name, [VOLUME_INPUT[:1] + input_size[1:2] + VOLUME_INPUT[2:]])
+            note3d = f"3D: FLOPs of a {_shape(VOLUME_INPUT[:1] + input_size[1:2] + VOLUME_INPUT[2:])} patch."
+            flops = [*flops, *([float("nan")] * (len(sizes) - 1))]
+        else:
+            model, params, flops = _cost(name, sizes)
+            note3d = ""
         published = {"params_M": None, "flops_G": None}
         if meta.get("paper") == "emkd_tmi2021":
             rows = table2[table2.student == meta.get("paper_name")]
             published.update(dict(zip(rows.metric, rows.value.astype(float))))
-        note = NOTES.get(name, "")
+        note = f"{note3d} {NOTES.get(name, '')}".strip()
         if published["params_M"]:
             delta = (params / 1e6 - published["params_M"]) / published["params_M"]
             note = f"params {delta:+.1%} vs EMKD. {note}".strip()
