@@ -21,15 +21,17 @@ from kdbench.models.roles import FeatureRole
 
 
 class PreActResidualBlock(nn.Module):
-    """``x + conv(ReLU(BN(dropout(conv(ReLU(BN(x)))))))`` with 3×3 convolutions."""
+    """``x + conv(ReLU(dropout(BN(conv(ReLU(BN(x)))))))`` with 3×3 (``dims=2``) or 3×3×3
+    (``dims=3``) convolutions."""
 
-    def __init__(self, channels: int, dropout: float = 0.5):
+    def __init__(self, channels: int, dropout: float = 0.5, dims: int = 2):
         super().__init__()
+        conv, norm = (nn.Conv2d, nn.BatchNorm2d) if dims == 2 else (nn.Conv3d, nn.BatchNorm3d)
         self.body = nn.Sequential(
-            nn.BatchNorm2d(channels), nn.ReLU(),
-            nn.Conv2d(channels, channels, 3, padding=1),
-            nn.BatchNorm2d(channels), nn.Dropout(dropout), nn.ReLU(),
-            nn.Conv2d(channels, channels, 3, padding=1), nn.Dropout(dropout),
+            norm(channels), nn.ReLU(),
+            conv(channels, channels, 3, padding=1),
+            norm(channels), nn.Dropout(dropout), nn.ReLU(),
+            conv(channels, channels, 3, padding=1), nn.Dropout(dropout),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -18,24 +18,9 @@ from monai.networks.blocks import Convolution
 from torch import nn
 
 from kdbench.models import register_model
+from kdbench.models.ens_resnet import PreActResidualBlock
 from kdbench.models.layers import scaled
 from kdbench.models.roles import FeatureRole
-
-
-class PreActResidualBlock3d(nn.Module):
-    """``x + conv(ReLU(dropout(BN(conv(ReLU(BN(x)))))))`` with 3×3×3 convolutions."""
-
-    def __init__(self, channels: int, dropout: float = 0.5):
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.BatchNorm3d(channels), nn.ReLU(),
-            nn.Conv3d(channels, channels, 3, padding=1),
-            nn.BatchNorm3d(channels), nn.Dropout(dropout), nn.ReLU(),
-            nn.Conv3d(channels, channels, 3, padding=1), nn.Dropout(dropout),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
 
 
 class ResidualSegNet3d(nn.Module):
@@ -61,7 +46,7 @@ class ResidualSegNet3d(nn.Module):
                                     for i in range(downsamplings)))
         deep = c * 2 ** downsamplings
         self.deep_channels = deep
-        self.blocks = nn.Sequential(*[PreActResidualBlock3d(deep, dropout) for _ in range(blocks)])
+        self.blocks = nn.Sequential(*[PreActResidualBlock(deep, dropout, dims=3) for _ in range(blocks)])
         self.up = nn.Sequential(*(Convolution(3, c * 2 ** i, c * 2 ** (i - 1), strides=2, is_transposed=True,
                                               **unit) for i in range(downsamplings, 0, -1)))
         self.dense = nn.Sequential(nn.Dropout3d(dropout), nn.Conv3d(c, c, 1), nn.ReLU(),

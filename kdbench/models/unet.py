@@ -21,7 +21,33 @@ from kdbench.models.layers import ConvBNReLU, DoubleConv, scaled_all
 from kdbench.models.roles import FeatureRole
 
 
-class UNet(nn.Module):
+class EncoderDecoder(nn.Module):
+    """The U-Net wiring shared by the 2D and 3D U-Nets: ``encoders`` (stage outputs kept as
+    skips), then per decoder level ``decoders[i](cat(skip, ups[i](x)))``, then ``head``."""
+
+    channels: tuple[int, ...]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for stage in self.encoders:
+            x = stage(x)
+            skips.append(x)
+        x = skips.pop()
+        for up, decoder in zip(self.ups, self.decoders):
+            x = decoder(torch.cat([skips.pop(), up(x)], dim=1))
+        return self.head(x)
+
+    def default_roles(self) -> dict[str, FeatureRole]:
+        """``low``: first stage; ``high``: the stride-8 stage; ``pre_logits``: last decoder block."""
+        deep = min(3, len(self.channels) - 1)
+        return {
+            "low": FeatureRole("encoders.0", self.channels[0], 1),
+            "high": FeatureRole(f"encoders.{deep}", self.channels[deep], 2 ** deep),
+            "pre_logits": FeatureRole(f"decoders.{len(self.decoders) - 1}", self.channels[0], 1),
+        }
+
+
+class UNet(EncoderDecoder):
     """Classic U-Net (Ronneberger et al., MICCAI 2015) with batch normalisation.
 
     Args:
@@ -54,25 +80,6 @@ class UNet(nn.Module):
         self.ups = nn.ModuleList(ups)
         self.decoders = nn.ModuleList(decoders)
         self.head = nn.Conv2d(channels[0], num_classes, kernel_size=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = []
-        for stage in self.encoders:
-            x = stage(x)
-            skips.append(x)
-        x = skips.pop()
-        for up, decoder in zip(self.ups, self.decoders):
-            x = decoder(torch.cat([skips.pop(), up(x)], dim=1))
-        return self.head(x)
-
-    def default_roles(self) -> dict[str, FeatureRole]:
-        """``low``: first stage; ``high``: the stride-8 stage; ``pre_logits``: last decoder block."""
-        deep = min(3, len(self.channels) - 1)
-        return {
-            "low": FeatureRole("encoders.0", self.channels[0], 1),
-            "high": FeatureRole(f"encoders.{deep}", self.channels[deep], 2 ** deep),
-            "pre_logits": FeatureRole(f"decoders.{len(self.decoders) - 1}", self.channels[0], 1),
-        }
 
 
 @register_model("unet", paper="emkd_tmi2021", paper_name="UNet",

@@ -12,13 +12,12 @@ made volumetric; the conv-BN-ReLU units and up-sampling are MONAI blocks.
 
 from __future__ import annotations
 
-import torch
 from monai.networks.blocks import Convolution, UpSample
 from torch import nn
 
 from kdbench.models import register_model
 from kdbench.models.layers import scaled_all
-from kdbench.models.roles import FeatureRole
+from kdbench.models.unet import EncoderDecoder
 
 
 def double_conv3d(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -27,7 +26,7 @@ def double_conv3d(in_channels: int, out_channels: int) -> nn.Sequential:
                            for c_in in (in_channels, out_channels)))
 
 
-class UNet3D(nn.Module):
+class UNet3D(EncoderDecoder):
     """3D U-Net with batch normalisation and transposed-convolution up-sampling.
 
     Args:
@@ -49,25 +48,6 @@ class UNet3D(nn.Module):
                                  for c_deep, c_skip in zip(channels[:0:-1], channels[-2::-1]))
         self.decoders = nn.ModuleList(double_conv3d(2 * c_skip, c_skip) for c_skip in channels[-2::-1])
         self.head = nn.Conv3d(channels[0], num_classes, kernel_size=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = []
-        for stage in self.encoders:
-            x = stage(x)
-            skips.append(x)
-        x = skips.pop()
-        for up, decoder in zip(self.ups, self.decoders):
-            x = decoder(torch.cat([skips.pop(), up(x)], dim=1))
-        return self.head(x)
-
-    def default_roles(self) -> dict[str, FeatureRole]:
-        """``low``: first stage; ``high``: the stride-8 stage; ``pre_logits``: last decoder block."""
-        deep = min(3, len(self.channels) - 1)
-        return {
-            "low": FeatureRole("encoders.0", self.channels[0], 1),
-            "high": FeatureRole(f"encoders.{deep}", self.channels[deep], 2 ** deep),
-            "pre_logits": FeatureRole(f"decoders.{len(self.decoders) - 1}", self.channels[0], 1),
-        }
 
 
 @register_model("ens-unet3d", paper="ensemblekd_jmi2022", dims=3)
