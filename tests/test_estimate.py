@@ -25,6 +25,23 @@ def test_estimate_is_positive_and_scales_with_steps(write_grid):
     assert planned_steps(short.of_kind("student")[0].config) == 2
 
 
+def test_3d_jobs_are_estimated_by_patch_and_window():
+    """A 3D grid: training by patches per case, sliding-window evaluation by its windows."""
+    from pathlib import Path
+
+    from kdbench.benchmark.estimate import _forward_passes
+
+    plan = build_plan(load_grid(Path(__file__).parents[1] / "tables" / "quick3d.yaml", dataset="phantom"), "smoke")
+    student = plan.of_kind("student")[0].config
+    assert planned_steps(student) == student["train"]["max_steps"]
+    evaluate = next(j.config for j in plan.of_kind("evaluate") if j.config["inference"]["mode"] == "sliding_window")
+    windows = _forward_passes(evaluate)
+    slices = _forward_passes({**evaluate, "inference": {"mode": "slices"}})
+    assert 0 < windows < slices  # a 32³ window covers many slices
+    estimate = estimate_plan(plan.jobs, plan.jobs, torch.device("cpu"))
+    assert estimate.unknown == 0 and estimate.seconds > 0
+
+
 def test_paper_on_a_cpu_warns_with_jobs_and_estimate():
     from kdbench.benchmark.estimate import Estimate
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -270,3 +271,21 @@ def test_quick3d_runs_on_the_phantom_and_shows_dice_and_hd95_in_mm(tmp_path):
             rows += list(csv.DictReader(fh))
     metrics = {r["metric"] for r in rows}
     assert {"dice", "hd95"} <= metrics and len({r["case_id"] for r in rows}) >= 1
+
+
+@pytest.mark.slow
+def test_3d_ensemble_with_a_tri_planar_2d_member_distils_on_the_phantom(tmp_path):
+    """Ensemble KD Table 2a in 3D: the diverse ensemble mixes 3D members with the 2D dilated
+    network, which predicts volumes tri-planarly; every job finishes and each 3D student job
+    records its memory profile."""
+    result = run_cli("run", "--grid", str(ROOT / "tables" / "ensemble_table2a_3d.yaml"), "--dataset", "phantom",
+                     "--budget", "smoke", "--out", str(tmp_path), cwd=tmp_path, timeout=1200)
+    assert result.returncode == 0, result.stderr[-2000:] + result.stdout[-2000:]
+    run_dir = tmp_path / "ensemble_table2a_3d" / "smoke"
+    plan = json.loads((run_dir / "plan.json").read_text())
+    members = {j["config"]["model"]["name"] for j in plan["jobs"] if j["kind"] == "teacher"}
+    assert "ens-dilated" in members and "ens-unet3d" in members
+    board = (run_dir / "leaderboard.md").read_text()
+    assert "distilled(D) ← ensemble(D)" in board and "HD95 (mm" in board
+    memory = [json.loads(p.read_text()) for p in run_dir.glob("student-*/memory.json")]
+    assert memory and all(m["teacher_forward_MiB"] >= 0 and m["distill_backward_MiB"] > 0 for m in memory)

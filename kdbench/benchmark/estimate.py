@@ -4,21 +4,23 @@ A training job's time is its planned steps times the time of one step, measured 
 running :func:`~kdbench.benchmark.train.train_model` itself for :data:`MEASURED_STEPS`
 steps (the first one untimed) on random data, with the job's model, method and teacher
 network (random weights).  Each distinct (model, method, teacher, input) is measured once
-per process.  On a GPU the steps run at the job's batch and image size; on a CPU at a
-batch of at most 2 and an image of at most 64², and the time is scaled by batch × pixels
-(convolutions cost in proportion to both), so a paper grid is estimated in seconds.
+per process.  On a GPU the steps run at the job's batch and image (or 3D patch) size; on a
+CPU at a batch of at most 2, an image of at most 64² or a patch of at most 32³, and the time
+is scaled by batch × pixels (convolutions cost in proportion to both), so a paper grid is
+estimated in seconds.
 
 Planned steps come from the job's recipe and its training slices (the data is read from
 the preparation cache, never prepared here; ``max_steps`` bounds them when the data is
 not prepared yet).  Evaluation and profiling are rough: a forward pass costs a third of a
 training step per image; profiling runs about 60 forward passes.  A job whose time
-cannot be estimated (3D patches, data not prepared and no ``max_steps``, a step that
-fails) is counted and named in the estimate line.  With K workers the total is divided by K.
+cannot be estimated (data not prepared and no ``max_steps``, a step that fails) is counted
+and named in the estimate line.  With K workers the total is divided by K.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 
@@ -29,8 +31,8 @@ from kdbench.datasets.base import Case
 
 MEASURED_STEPS = 3
 """Training steps run per distinct job kind (the first is a warm-up)."""
-CPU_BATCH, CPU_SIZE = 2, 64
-"""The largest batch and image side measured on a CPU."""
+CPU_BATCH, CPU_SIZE, CPU_PATCH = 2, 64, 32
+"""The largest batch, image side and 3D patch side measured on a CPU."""
 PROFILE_FORWARDS = 60
 TRAINING = ("teacher", "assistant", "student")
 
@@ -75,13 +77,23 @@ def _slices(config: dict, part: str) -> int | None:
 
 
 def planned_steps(config: dict) -> int | None:
-    """Training steps of a training job (as ``train_model`` counts them), ``None`` if unknown."""
+    """Training steps of a training job (as ``train_model`` counts them), ``None`` if unknown.
+    A 3D job's epoch is ``patches_per_case`` patches of every training case."""
     recipe = config["train"]
     slices = _slices(config, "train")
+    volume = config.get("volume") or {}
+    if slices is not None and volume.get("dims") == 3:
+        slices = len(_split(config)["train"]) * volume["patches_per_case"]
     if slices is None:
         return recipe.get("max_steps") or None
     steps = recipe["epochs"] * max(1, slices // max(1, min(recipe["batch_size"], slices)))
     return min(steps, recipe["max_steps"]) if recipe.get("max_steps") else steps
+
+
+def _split(config: dict) -> dict[str, list[str]]:
+    from kdbench.benchmark.jobs import split_of
+
+    return split_of(config)
 
 
 def _teacher(jobs: dict, job_id: str | None):
@@ -102,11 +114,13 @@ def _step_seconds(job, jobs: dict, device: torch.device) -> float:
 
     config = job.config
     recipe, model_config = config["train"], config["model"]
-    batch, size = recipe["batch_size"], recipe["image_size"]
-    measured_batch, measured_size = (batch, size) if device.type == "cuda" else \
-        (min(batch, CPU_BATCH), min(size, CPU_SIZE))
+    patch = (config.get("volume") or {}).get("patch")
+    batch, shape = recipe["batch_size"], list(patch or [recipe["image_size"]] * 2)
+    cap = max(1, CPU_SIZE if not patch else CPU_PATCH)
+    measured_batch, measured_shape = (batch, shape) if device.type == "cuda" else \
+        (min(batch, CPU_BATCH), [min(n, cap) for n in shape])
     key = json.dumps([model_config, config.get("method"), config.get("loss"), config.get("transform"),
-                      _teacher_key(jobs, config.get("teacher")), measured_batch, measured_size, device.type],
+                      _teacher_key(jobs, config.get("teacher")), measured_batch, measured_shape, device.type],
                      sort_keys=True, default=str)
     if key not in _MEASURED:
         model = build_model(model_config)
@@ -121,9 +135,11 @@ def _step_seconds(job, jobs: dict, device: torch.device) -> float:
             extra = {"supervised": config.get("loss", "dice_ce")}
         rng = np.random.default_rng(0)
         n = measured_batch * MEASURED_STEPS
-        case = Case("estimate", rng.random((n, model_config["in_channels"], measured_size, measured_size),
-                                           dtype=np.float32),
-                    rng.integers(0, model_config["num_classes"], (n, measured_size, measured_size)), (1.0, 1.0, 1.0))
+        images = rng.random((n, model_config["in_channels"], *measured_shape), dtype=np.float32)
+        labels = rng.integers(0, model_config["num_classes"], (n, *measured_shape))
+        case = Case("estimate", images, labels, (1.0, 1.0, 1.0))
+        if patch:  # 3D: the samples are the patches themselves
+            extra["data"] = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in zip(images, labels)]
         stamps = []
 
         def stamp(step: int, total: int) -> None:  # steps are queued on a GPU: wait for each
@@ -134,8 +150,8 @@ def _step_seconds(job, jobs: dict, device: torch.device) -> float:
         train_model(model, [case], {**recipe, "epochs": 1, "max_steps": MEASURED_STEPS, "batch_size": measured_batch},
                     0, device, progress=stamp, **extra)
         per_step = (stamps[-1] - stamps[0]) / max(1, len(stamps) - 1)
-        _MEASURED[key] = per_step / (measured_batch * measured_size ** 2)
-    return _MEASURED[key] * batch * size ** 2
+        _MEASURED[key] = per_step / (measured_batch * math.prod(measured_shape))
+    return _MEASURED[key] * batch * math.prod(shape)
 
 
 def _teacher_key(jobs: dict, job_id: str | None):
@@ -157,17 +173,35 @@ def _per_image(job, jobs: dict, device: torch.device) -> float:
     return _step_seconds(job, jobs, device) / job.config["train"]["batch_size"] / 3
 
 
+def _forward_passes(config: dict) -> int | None:
+    """Forward passes an evaluate job makes over its test cases (``None``: data not prepared):
+    a slice each, a window each of the sliding window (MONAI's tiling at the job's overlap), or
+    every axial, coronal and sagittal slice for tri-planar inference."""
+    from kdbench.benchmark.jobs import load_cases
+
+    inference = config.get("inference") or {}
+    mode = inference.get("mode", "slices")
+    if _slices(config, "test") is None:
+        return None
+    shapes = [(case.image.shape[0], *case.image.shape[2:]) for case in load_cases(config, "test")]
+    if mode == "slices":
+        return sum(shape[0] for shape in shapes)
+    if mode == "tri_planar":
+        return sum(sum(shape) for shape in shapes)
+    patch, overlap = inference["patch"], inference.get("overlap", 0.5)
+    return sum(math.prod(math.ceil(max(0, n - p) / max(1, round(p * (1 - overlap)))) + 1
+                         for n, p in zip(shape, patch)) for shape in shapes)
+
+
 def job_seconds(job, jobs: dict, device: torch.device) -> float | None:
     """A job's estimated seconds on ``device`` (``None``: cannot be estimated)."""
     config = job.config
-    if config.get("volume", {}).get("dims", 2) == 3 or len(config.get("input", ())) == 5:
-        return None
     if job.kind in TRAINING:
         steps = planned_steps(config)
         return None if steps is None else steps * _step_seconds(job, jobs, device)
     if job.kind == "evaluate":
-        slices = _slices(config, "test")
-        return None if slices is None else slices * _per_image(jobs[config["train"]], jobs, device)
+        passes = _forward_passes(config)
+        return None if passes is None else passes * _per_image(jobs[config["train"]], jobs, device)
     if job.kind == "profile":
         trained = next((j for j in jobs.values() if j.kind in (*TRAINING, "ensemble") and j.meta.get("profile") == job.id),
                        None)
@@ -198,7 +232,7 @@ def estimate_lines(estimate: Estimate, budget: str, device_name: str, workers: i
         return []
     total = human(estimate.seconds / max(1, workers))
     share = f", {workers} workers" if workers > 1 else ""
-    left_out = f"; {estimate.unknown} job(s) not estimated (3D, data not prepared yet, or a step failed)" if estimate.unknown else ""
+    left_out = f"; {estimate.unknown} job(s) not estimated (data not prepared yet, or a step failed)" if estimate.unknown else ""
     lines = [f"estimated time: {total} on {device_name} ({jobs} jobs{share}{left_out})"]
     if budget == "paper" and estimate.device_type == "cpu":
         lines.append(f"[yellow]warning:[/] budget paper on a CPU: {jobs} jobs, estimated {total}. For a first look "

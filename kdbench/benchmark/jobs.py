@@ -67,14 +67,7 @@ def build_network(kind: str, config: dict, part: Callable[[str], nn.Module]) -> 
     """The network a training or teacher-source job describes: an ensemble or team assembled
     from ``part(job_id)`` of its members, else the job's (untrained) model."""
     if kind == "ensemble":
-        from kdbench.teachers.ensemble import EnsembleTeacher
-
-        members = [part(m) for m in config["members"]]
-        if any(_is_3d(m) for m in members):  # a 2D member of a 3D ensemble predicts tri-planarly
-            from kdbench.benchmark.inference import TriPlanar
-
-            members = [m if _is_3d(m) else TriPlanar(m) for m in members]
-        return EnsembleTeacher(members)
+        return ensemble_of([part(m) for m in config["members"]])
     if kind == "team":
         from kdbench.teachers.team import TeamTeacher
 
@@ -82,6 +75,18 @@ def build_network(kind: str, config: dict, part: Callable[[str], nn.Module]) -> 
         return TeamTeacher(part(config["teacher"]), assistants.get("ta_f"), assistants.get("ta_b"),
                            sc=config.get("sc", True))
     return build_model(config["model"])
+
+
+def ensemble_of(members: list[nn.Module]) -> nn.Module:
+    """The ensemble teacher of ``members``; in an ensemble with a 3D member, each 2D member
+    predicts a volume tri-planarly (Noothout et al.'s dilated network)."""
+    from kdbench.teachers.ensemble import EnsembleTeacher
+
+    if any(_is_3d(m) for m in members):
+        from kdbench.benchmark.inference import TriPlanar
+
+        members = [m if _is_3d(m) else TriPlanar(m) for m in members]
+    return EnsembleTeacher(members)
 
 
 def _is_3d(model: nn.Module) -> bool:
@@ -230,9 +235,7 @@ def run_profile(job, store: RunStore, out: Path, device: torch.device, progress)
     """Params, FLOPs, latency, peak memory of an architecture (or a whole ensemble) → ``profile.json``."""
     config = job.config
     if "ensemble" in config["model"]:
-        from kdbench.teachers.ensemble import EnsembleTeacher
-
-        model = EnsembleTeacher([build_model(m) for m in config["model"]["ensemble"]])
+        model = ensemble_of([build_model(m) for m in config["model"]["ensemble"]])
     else:
         model = build_model(config["model"])
     result = profile_model(model, tuple(config["input"]), device)
