@@ -88,14 +88,33 @@ class SKD(Method):
     def trainable_parameters(self):
         return (p for name, p in self.named_parameters() if not name.startswith("discriminator."))
 
+    def _build(self, in_channels: int, dims: int, device: torch.device, dtype: torch.dtype) -> None:
+        """Create the critic and its optimiser (on the first step, or when a checkpoint is loaded)."""
+        self.discriminator = Discriminator(in_channels, self.disc_width, dims).to(device, dtype)
+        self.disc_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=self.disc_lr, betas=(0.9, 0.99))
+
+    def get_extra_state(self) -> dict:
+        """The lazily built critic's shape and its optimiser's state, so that a training checkpoint
+        (``state_dict``) restores them; empty before the first step."""
+        if self.discriminator is None:
+            return {}
+        first = self.discriminator.net[0]
+        return {"in_channels": first.in_channels, "dims": first.weight.dim() - 2,
+                "dtype": str(first.weight.dtype).removeprefix("torch."),
+                "optimizer": self.disc_optimizer.state_dict()}
+
+    def set_extra_state(self, state: dict) -> None:
+        """Rebuild the critic from :meth:`get_extra_state` (its weights load right after)."""
+        if state:
+            device = next((t.device for t in self.parameters()), torch.device("cpu"))
+            self._build(state["in_channels"], state["dims"], device, getattr(torch, state["dtype"]))
+            self.disc_optimizer.load_state_dict(state["optimizer"])
+
     def _pair(self, image: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """The critic's input: the image at the logits' resolution and the class probabilities."""
-        if self.discriminator is None:
-            dtype = torch.promote_types(logits.dtype, torch.float32)  # never a half-precision critic
-            self.discriminator = Discriminator(image.shape[1] + logits.shape[1], self.disc_width,
-                                               logits.dim() - 2).to(logits.device, dtype)
-            self.disc_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=self.disc_lr,
-                                                   betas=(0.9, 0.99))
+        if self.discriminator is None:  # never a half-precision critic
+            self._build(image.shape[1] + logits.shape[1], logits.dim() - 2, logits.device,
+                        torch.promote_types(logits.dtype, torch.float32))
         image = resize_to(image.to(logits.dtype), logits.shape[2:])
         return torch.cat([image, F.softmax(logits, dim=1)], dim=1)
 
