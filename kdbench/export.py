@@ -77,10 +77,9 @@ def _finished_job(run_dir: Path, job_id: str) -> dict:
 
 def dims_of(config: dict) -> int:
     """2 or 3: the job's ``volume.dims``, else its model's registered ``dims`` (2 by default)."""
-    from kdbench.models import MODELS
+    from kdbench.benchmark.grid import model_dims
 
-    volume = config.get("volume") or {}
-    return int(volume.get("dims") or MODELS.get(config["model"]["name"]).meta.get("dims", 2))
+    return int((config.get("volume") or {}).get("dims") or model_dims(config["model"]["name"]))
 
 
 def example_input(config: dict, case) -> torch.Tensor:

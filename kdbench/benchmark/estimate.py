@@ -83,17 +83,13 @@ def planned_steps(config: dict) -> int | None:
     slices = _slices(config, "train")
     volume = config.get("volume") or {}
     if slices is not None and volume.get("dims") == 3:
-        slices = len(_split(config)["train"]) * volume["patches_per_case"]
+        from kdbench.benchmark.jobs import split_of
+
+        slices = len(split_of(config)["train"]) * volume["patches_per_case"]
     if slices is None:
         return recipe.get("max_steps") or None
     steps = recipe["epochs"] * max(1, slices // max(1, min(recipe["batch_size"], slices)))
     return min(steps, recipe["max_steps"]) if recipe.get("max_steps") else steps
-
-
-def _split(config: dict) -> dict[str, list[str]]:
-    from kdbench.benchmark.jobs import split_of
-
-    return split_of(config)
 
 
 def _teacher(jobs: dict, job_id: str | None):
