@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
+__version__ = "0.4.0"
 
 #: Public name → the module that defines it.
 _API = {

@@ -176,13 +176,15 @@ def list_(kind: Kind = typer.Argument(..., help="methods, models or datasets"),
 def leaderboard(run_dir: Path = typer.Argument(..., help="A run directory: runs/<grid>/<budget>, or runs/<grid> "
                                                          "for every budget run of that grid.")) -> None:
     """Render the leaderboard of a run directory from its results."""
+    from kdbench.benchmark.executors import notes_once
     from kdbench.leaderboards.render import write_leaderboard
     from kdbench.leaderboards.results import find_runs
 
-    for run in find_runs(run_dir):
-        path = write_leaderboard(run)
-        print(path.read_text())
-        err.print(f"leaderboard: {path}", highlight=False)
+    with notes_once(err):
+        for run in find_runs(run_dir):
+            path = write_leaderboard(run)
+            print(path.read_text())
+            err.print(f"leaderboard: {path}", highlight=False)
 
 
 @app.command("run-job")
@@ -318,21 +320,26 @@ def profile(
 
 @app.command()
 def info() -> None:
-    """Versions and the device kdbench would use."""
+    """Versions, the device kdbench would use, and how this environment differs from kdbench's lock."""
     import torch
 
     import kdbench
+    from kdbench._compat import import_torchvision
     from kdbench.benchmark.profile import device_name, resolve_device
+    from kdbench.lock import drift_text, environment_drift
 
     rows = {"kdbench": kdbench.__version__, "python": platform.python_version(), "torch": torch.__version__,
             "cuda available": str(torch.cuda.is_available()), "device": device_name(resolve_device())}
     for name in ("torchvision", "segmentation_models_pytorch", "timm", "monai", "nibabel", "pandas"):
         try:
+            if name == "torchvision":
+                import_torchvision()  # as the models import it (see kdbench/_compat.py)
             rows[name] = __import__(name).__version__
         except Exception as exc:  # report, don't fail
             rows[name] = f"unavailable ({exc.__class__.__name__})"
+    rows["environment"] = drift_text(environment_drift())
     for key, value in rows.items():
-        out.print(f"{key:<30} {value}")
+        out.print(f"{key:<30} {value}", highlight=False, soft_wrap=True)
 
 
 def _usage_error(exc: BaseException) -> bool:

@@ -56,10 +56,10 @@ def _finished_job(run_dir: Path, job_id: str) -> dict:
     """The plan entry of ``job_id``, checked: in the plan, a trained network, finished."""
     from kdbench.benchmark.store import RunStore
 
+    from kdbench.benchmark.store import read_plan
+
     plan_path = run_dir / "plan.json"
-    if not plan_path.is_file():
-        raise ConfigError(f"{run_dir}: not a run directory (no plan.json); run `kdbench run --grid FILE` first")
-    jobs = {j["id"]: j for j in json.loads(plan_path.read_text())["jobs"]}
+    jobs = {j["id"]: j for j in read_plan(run_dir)["jobs"]}
     trained = [j for j, v in jobs.items() if v["kind"] in EXPORTABLE]
     if job_id not in jobs:
         listed = ", ".join(trained[:3]) + (", …" if len(trained) > 3 else "")
@@ -207,12 +207,16 @@ def export_job(run_dir: str | Path, job_id: str, fmt: str = "onnx", out: str | P
     """
     import kdbench
     from kdbench.benchmark.jobs import load_cases, load_trained
-    from kdbench.benchmark.store import RunStore, write_atomic
+    from kdbench.benchmark.store import RunStore, check_folder, write_atomic
 
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r}: unknown (use {' or '.join(FORMATS)})")
     run_dir = Path(run_dir)
     job = _finished_job(run_dir, job_id)
+    path = Path(out) if out is not None else run_dir / EXPORTS / f"{job_id}{FORMATS[fmt]}"
+    if path.is_dir():
+        raise ConfigError(f"--out {path}: a folder; give the exported model's file name")
+    check_folder(path.parent, "exported model")
     if fmt == "onnx":
         _onnxruntime()
     store = RunStore(run_dir)
@@ -220,7 +224,6 @@ def export_job(run_dir: str | Path, job_id: str, fmt: str = "onnx", out: str | P
     model = load_trained(store, job_id, torch.device("cpu"))
     cases = load_cases(config, "test") or load_cases(config, "train")
     example = example_input(config, cases[0])
-    path = Path(out) if out is not None else run_dir / EXPORTS / f"{job_id}{FORMATS[fmt]}"
     _write(model, example, fmt, path)
 
     with torch.no_grad():

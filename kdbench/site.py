@@ -81,11 +81,11 @@ def chosen_runs(config) -> list[Path]:
 def _run_names(runs: list[Path]) -> dict[str, Path]:
     """Page name (``<grid>-<budget>``) → run directory; two runs with one name are an error."""
     from kdbench.errors import ConfigError
-    from kdbench.leaderboards.results import load_plan
+    from kdbench.benchmark.store import read_plan
 
     named: dict[str, Path] = {}
     for run in runs:
-        plan = load_plan(run)
+        plan = read_plan(run)
         name = f"{plan['grid']['name']}-{plan['budget']}"
         if name in named and named[name].resolve() != run.resolve():
             raise ConfigError(f"{run}: grid {plan['grid']['name']!r} at budget {plan['budget']!r} is also "
@@ -117,7 +117,7 @@ def results_pages(runs: list[Path]) -> dict[str, str | bytes]:
     """``{site path: content}``: ``results/index.md`` and, per run, ``results/<name>/index.md``
     (the leaderboard re-rendered from its results, under a phantom/budget warning) and its pictures."""
     from kdbench.leaderboards.render import render_markdown
-    from kdbench.leaderboards.results import load_plan
+    from kdbench.benchmark.store import read_plan
 
     pages: dict[str, str | bytes] = {}
     index = ["# Results", "",
@@ -126,7 +126,7 @@ def results_pages(runs: list[Path]) -> dict[str, str | bytes]:
              "comparable with the published numbers; `kdbench docs build RUN_DIR…` publishes others.", ""]
     rows = []
     for name, run in _run_names(runs).items():
-        plan = load_plan(run)
+        plan = read_plan(run)
         labels = run_labels(plan)
         head = ["---", "hide: [toc]", "---", ""]
         if labels:
@@ -141,7 +141,7 @@ def results_pages(runs: list[Path]) -> dict[str, str | bytes]:
                     f"| {_short_label(plan)} |")
     if rows:
         index += ["| run | grid | datasets | data · budget |", "|---|---|---|---|", *(" ".join(r.split()) for r in rows)]
-        if any(run_labels(load_plan(run)) for run in runs):
+        if any(run_labels(read_plan(run)) for run in runs):
             index += ["", "Runs marked **phantom** ran on synthetic data; **smoke** and **quick** are not paper-scale."]
     else:
         index.append("No runs published: `kdbench run --grid tables/quickstart.yaml`, then "
@@ -153,10 +153,10 @@ def results_pages(runs: list[Path]) -> dict[str, str | bytes]:
 def export_run(run_dir: str | Path, dest: str | Path) -> list[Path]:
     """Copy the publishable files of a run (:data:`EXPORTED`: plan, per-job records, metrics,
     profiles, training logs, results, leaderboard, pictures; no checkpoint) to ``dest``."""
-    from kdbench.leaderboards.results import load_plan
+    from kdbench.benchmark.store import read_plan
 
     run_dir, dest = Path(run_dir), Path(dest)
-    load_plan(run_dir)
+    read_plan(run_dir)
     copied = []
     for pattern in EXPORTED:
         for src in sorted(run_dir.glob(pattern)):
@@ -325,7 +325,9 @@ def build_site(runs: list[str | Path], site_dir: str | Path = "site", strict: bo
     chosen = [str(Path(p).resolve()) for p in runs] or [str(COMMITTED_RUNS)]
     for path in chosen:
         run_dirs(path)  # a bad directory is one line before mkdocs starts
-    site_dir = Path(site_dir).resolve()
+    from kdbench.benchmark.store import check_folder
+
+    site_dir = check_folder(Path(site_dir).resolve(), "site")
     config = load_config(config_file=str(config_file), site_dir=str(site_dir), strict=strict)
     config["extra"]["kdbench_runs"] = chosen
     try:

@@ -54,13 +54,13 @@ def test_site_builds_with_generated_pages(tmp_path):
 
 def test_committed_results_are_small_phantom_smoke_runs():
     """The committed results keep the published site non-empty: phantom, smoke, no checkpoints."""
-    from kdbench.leaderboards.results import load_plan
+    from kdbench.benchmark.store import read_plan
     from kdbench.site import COMMITTED_RUNS, run_dirs, run_labels
 
     runs = run_dirs(COMMITTED_RUNS)
     assert runs
     for run in runs:
-        plan = load_plan(run)
+        plan = read_plan(run)
         assert plan["budget"] == "smoke" and any("phantom" in label for label in run_labels(plan))
     files = [p for p in COMMITTED_RUNS.rglob("*") if p.is_file()]
     assert not [p for p in files if p.suffix in (".pt", ".npy", ".npz")]

@@ -43,8 +43,12 @@ def billion_laughs() -> str:
 
 RAW_FILES = {
     "not_utf8": ("name: caf\xe9\n".encode("latin-1"), r"not UTF-8 text \(byte 0xe9 at offset 9\)"),
+    # kdbench's own words whichever stops it: the YAML library's cap (libyaml ≥ 0.2.5 in PyYAML
+    # 6.0.4 stops at 1000 levels while scanning) or kdbench's composer (51 levels)
     "nested": (("methods: " + "[" * 50_000 + "]" * 50_000 + "\n").encode(),
                r"line 1: nested deeper than 50 levels \(allowed: at most 50\)"),
+    "nested_51": (("methods: " + "[" * 51 + "]" * 51 + "\n").encode(),
+                  r"line 1: nested deeper than 50 levels \(allowed: at most 50\)"),
     "recursive_alias": (b"name: x\nmethods: &a [kd, *a]\n", r"line 2: recursive alias"),
     "billion_laughs": (billion_laughs().encode(), r"more than 20000 values once aliases are expanded"),
     "deep_aliases": (("a0: &a0 [1]\n" + "".join(f"a{i}: &a{i} [*a{i - 1}]\n" for i in range(1, 80))).encode(),
@@ -148,7 +152,7 @@ GRID_ERRORS = [
     ({"protocol": {"split_seed": -5}}, r"protocol\.split_seed = -5: Input should be greater than or equal to 0"),
     ({"protocol": {"test_fraction": float("inf")}}, r"protocol\.test_fraction = inf: Input should be a finite number"),
     ({"students": [{"name": "tinyunet", "width": float("inf")}]}, r"students\[0\]\.width = inf: Input should be a finite number"),
-    ({"students": [{"name": "tinyunet", "width": 0}]}, r"students\[0\]\.width = 0: Input should be greater than 0"),
+    ({"students": [{"name": "tinyunet", "width": 0}]}, r"students\[0\]\.width = 0: Input should be greater than or equal to 0\.015625"),
     ({"budgets": {"quick": {"width": float("nan")}}}, r"budgets\.quick\.width = nan: Input should be a finite number"),
     ({"train": {"lr": True}}, r"train\.lr = True: Input should be a valid number"),
     ({"train": {"epochs": 2.5}}, r"train\.epochs = 2\.5: Input should be a valid integer"),

@@ -78,7 +78,8 @@ def test_student_log_has_named_terms_and_checkpoint_is_weights_only(finished_run
     plan = json.loads((run_dir / "plan.json").read_text())
     kd_job = next(j for j in plan["jobs"] if j["kind"] == "student" and j["meta"]["method"] == "kd")
     records = [json.loads(line) for line in (run_dir / kd_job["id"] / "log.jsonl").read_text().splitlines()]
-    assert {"seg", "kd", "loss", "lr"} <= set(records[0])
+    assert records[0]["event"] == "start" and records[1]["event"] == "step"
+    assert {"seg", "kd", "loss", "lr"} <= set(records[1])
     state = torch.load(run_dir / kd_job["id"] / "checkpoint.pt", weights_only=True)
     assert all(not key.startswith(("adapter", "method")) for key in state)
 

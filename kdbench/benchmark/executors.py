@@ -33,7 +33,7 @@ from rich.markup import escape
 
 from kdbench.benchmark import claims
 from kdbench.benchmark.plan import Job
-from kdbench.benchmark.store import RunStore, disk_errors, one_line
+from kdbench.benchmark.store import RunStore, disk_errors, one_line, read_plan
 from kdbench.errors import ConfigError, KdbenchError, KdbenchNote, RunFailure
 
 POLL_SECONDS = 0.5
@@ -63,21 +63,17 @@ def notes_once(console: Console) -> Iterator[None]:
         yield
 
 
+FAILURE_CHARS = 300
+"""Longest failure line: a library error's first line, without the C++ stack frames PyTorch appends."""
+
+
 def failure_message(exc: BaseException) -> str:
-    """The one line a failed job is reported with."""
-    text = str(exc) if isinstance(exc, KdbenchError) else f"{type(exc).__name__}: {exc}"
-    return one_line(text) or type(exc).__name__
-
-
-def read_plan(run_dir: str | Path) -> dict:
-    """``RUN_DIR/plan.json``; a :class:`ConfigError` when there is none."""
-    path = Path(run_dir) / "plan.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no plan.json (not a run directory; `kdbench run --grid GRID` plans one)") from None
-    except ValueError as exc:
-        raise ConfigError(f"{path}: unreadable plan ({one_line(exc)})") from None
+    """The one line a failed job is reported with (the full traceback goes to ``failed/<job>.txt``)."""
+    if isinstance(exc, KdbenchError):
+        return one_line(str(exc)) or type(exc).__name__
+    first = next((line for line in str(exc).splitlines() if line.strip()), "")
+    text = one_line(f"{type(exc).__name__}: {first}" if first else type(exc).__name__)
+    return text if len(text) <= FAILURE_CHARS else text[: FAILURE_CHARS - 1] + "…"
 
 
 def planned_job(plan: dict, job_id: str, run_dir: str | Path) -> Job:
@@ -99,7 +95,7 @@ def claim_and_run(store: RunStore, job: Job, device: torch.device,
     ``failed_since``, a failure another process recorded since then is raised (once
     seen running elsewhere, a job is not retried by a concurrent run).  A failure is
     recorded (``failed/<id>``) before the claim is released and raised as one-line
-    :class:`RunFailure`.
+    :class:`RunFailure`; a success removes the record an earlier attempt left.
     """
     if store.is_done(job.id):
         return "already done"
@@ -120,6 +116,7 @@ def claim_and_run(store: RunStore, job: Job, device: torch.device,
             from kdbench.benchmark.jobs import execute_job
 
             execute_job(job, store, device, progress)
+            store.clear_failure(job.id)
         except Exception as exc:  # recorded while the claim is held, then raised as one line
             if store.is_done(job.id):  # it failed after it was in place: the job is finished
                 return "done"

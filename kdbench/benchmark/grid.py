@@ -49,6 +49,12 @@ SEED_LIMIT = 2**32
 """Seeds and the split seed are below this (what numpy and torch seed with)."""
 NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 """A grid ``name`` (it names the run directory): 1–64 letters, digits, ``_ . -``, no ``..``."""
+MIN_WIDTH = 1 / 64
+"""Narrowest width multiplier, also as trained (the grid's width × the budget's): below it even a
+64-channel layer rounds to no channel, every layer sits at its factory's floor (4 or 8 channels)
+and the network no longer changes with width, so its "×width" label would be false."""
+MAX_WIDTH = 8.0
+"""Widest width multiplier, also as trained: ×8 already gives a U-Net of about 2 G parameters."""
 MODEL_ARGS = ("in_channels", "num_classes", "width")
 """Model factory arguments that come from the dataset and the grid entry, never from ``options``."""
 DATASET_ARGS = ("root", "image_size", "targets")
@@ -67,6 +73,7 @@ def _unique(values: list) -> list:
 Unique = AfterValidator(_unique)
 Seed = Annotated[Int, Field(ge=0, lt=SEED_LIMIT)]
 ImageSize = Annotated[Int, Field(ge=16, le=4096)]  # a larger one would exhaust memory while preparing
+Width = Annotated[Real, Field(ge=MIN_WIDTH, le=MAX_WIDTH)]
 
 
 class _Strict(BaseModel):
@@ -90,7 +97,7 @@ class ModelSpec(_Strict):
 
     name: Text
     label: Text | None = None
-    width: Annotated[Real, Field(gt=0)] = 1.0
+    width: Width = 1.0
     options: dict[Text, Any] = Field(default_factory=dict)
 
     @model_validator(mode="before")
@@ -253,7 +260,7 @@ class BudgetSpec(_Strict):
     epochs: Annotated[Int, Field(gt=0)] | None = None
     max_steps: Annotated[Int, Field(gt=0)] | None = None
     image_size: ImageSize | None = None
-    width: Annotated[Real, Field(gt=0)] = 1.0
+    width: Width = 1.0
     max_cases: Annotated[Int, Field(ge=2)] | None = None
     folds: Annotated[Int, Field(gt=0)] | None = None
     seeds: Annotated[Int, Field(gt=0)] | None = None
@@ -580,6 +587,9 @@ def _load_yaml(text: str) -> Any:
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc)
         mark = getattr(exc, "problem_mark", None)
+        if "nesting depth" in str(problem):  # libyaml's own cap (PyYAML ≥ 6.0.4) fired before the composer's
+            raise _Refused(f"{_line(exc)}nested deeper than {MAX_DEPTH} levels "
+                           f"(allowed: at most {MAX_DEPTH})") from None
         where = f"line {mark.line + 1} " if mark is not None else ""
         raise _Invalid(f"{where}is not valid YAML ({one_line(' '.join(str(problem).split()))})") from None
     except (ValueError, OverflowError) as exc:  # e.g. an int of more than 4300 digits, a date like 2020-13-45
@@ -734,6 +744,19 @@ def _declared(cls: type, attr: str) -> Any:
         if attr in vars(klass):
             return getattr(cls, attr)
     return None
+
+
+def check_widths(grid: GridSpec, budget: str | None = None, source: str = "<grid>") -> None:
+    """Every network's width as trained at ``budget`` (the grid's width × the budget's) lies within
+    [:data:`MIN_WIDTH`, :data:`MAX_WIDTH`]; a one-line :class:`ConfigError` names the entry if not."""
+    name = budget or grid.budget
+    scale = grid.budget_spec(name).width
+    for group in ("teachers", "students"):
+        for i, m in enumerate(getattr(grid, group)):
+            width = m.width * scale
+            if not MIN_WIDTH <= width <= MAX_WIDTH:
+                _fail(source, f"{group}[{i}].width", f"× budget {name}'s width {scale:g} = {width:g} as trained "
+                      f"(allowed: {MIN_WIDTH:g} to {MAX_WIDTH:g} as trained)", m.width)
 
 
 def _check_grid(grid: GridSpec, source: str) -> None:

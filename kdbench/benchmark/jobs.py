@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import time
 from functools import lru_cache
@@ -21,10 +22,12 @@ from torch import nn
 from kdbench.benchmark.evaluate import evaluate_model
 from kdbench.benchmark.profile import device_name, profile_model
 from kdbench.benchmark.splits import dataset_split
-from kdbench.benchmark.store import RunStore, write_atomic
+from kdbench.benchmark.store import RunStore, one_line, write_atomic
 from kdbench.benchmark.train import seed_everything, train_model
 from kdbench.datasets import create_dataset
 from kdbench.datasets.base import Case
+from kdbench.errors import CheckpointError
+from kdbench.lock import environment_drift
 from kdbench.methods import create_method
 from kdbench.models import create_model
 from kdbench.registry import Registry
@@ -97,11 +100,24 @@ def _is_3d(model: nn.Module) -> bool:
 def load_trained(store: RunStore, job_id: str, device: torch.device) -> nn.Module:
     """A finished job's network: a trained model (``weights_only=True``), or the
     ensemble or team a teacher-source job assembled from trained ones.  The checkpoint is
-    read first, so a run exported without checkpoints fails before any model is built."""
+    read first, so a run exported without checkpoints fails before any model is built; a
+    checkpoint that cannot be loaded is a one-line :class:`~kdbench.errors.CheckpointError`."""
     record = store.read_job(job_id)
     state = None
     if record["kind"] not in ("ensemble", "team"):
-        state = torch.load(store.job_dir(job_id) / CHECKPOINT, map_location=device, weights_only=True)
+        path = store.job_dir(job_id) / CHECKPOINT
+        try:
+            state = torch.load(path, map_location=device, weights_only=True)
+        except FileNotFoundError:
+            raise
+        except pickle.UnpicklingError as exc:
+            if "Weights only load failed" not in str(exc):  # not a refusal: a corrupt file
+                raise CheckpointError(f"{path}: cannot be loaded (not a checkpoint: {one_line(str(exc))[:200]})") from None
+            raise CheckpointError(f"{path}: cannot be loaded (it holds objects other than tensors, which "
+                                  "weights_only loading refuses; replace it by rerunning its job)") from None
+        except Exception as exc:  # a corrupt or truncated file
+            first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            raise CheckpointError(f"{path}: cannot be loaded ({type(exc).__name__}: {first[:200]})") from None
     model = build_network(record["kind"], record["config"], lambda part: load_trained(store, part, device))
     if state is not None:
         model.load_state_dict(state)
@@ -109,14 +125,40 @@ def load_trained(store: RunStore, job_id: str, device: torch.device) -> nn.Modul
 
 
 class JsonLog:
-    """Append-only ``log.jsonl`` of one job."""
+    """``log.jsonl`` of one job, appended across resumes.
+
+    Training logs ``{"event": "start"}`` when it begins at step 0 and ``{"event": "resume",
+    "step": s}`` when it continues from a checkpoint saved at step ``s``.  A start empties the
+    log (a checkpoint that could not be used is history of nothing); a resume keeps every record
+    up to step ``s`` and drops those logged after it by the killed attempt, which the resumed run
+    repeats.  So a job resumed at steps 167 and 357 keeps the curve of steps 1–356 and one resume
+    event for each.
+    """
 
     def __init__(self, path: Path):
         self.path = path
 
     def __call__(self, record: dict) -> None:
+        event = record.get("event")
+        if event in ("start", "resume"):
+            self._rewind(0 if event == "start" else record["step"])
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as fh:
             fh.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
+
+    def _rewind(self, step: int) -> None:
+        """Keep the records at or before ``step`` (all of them but the killed attempt's tail)."""
+        if not self.path.is_file():
+            return
+        kept = []
+        for line in self.path.read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:  # a line cut short by the kill
+                continue
+            if isinstance(record, dict) and step > 0 and record.get("step", 0) <= step:
+                kept.append(line)
+        write_atomic(self.path, "".join(f"{line}\n" for line in kept))
 
 
 JOB_KINDS = Registry("job kind")
@@ -131,11 +173,14 @@ def _train(job, store: RunStore, model: nn.Module, out: Path, device: torch.devi
 
     config = job.config
     cases = load_cases(config, "train")
-    extra.update(data=training_data(config, cases), checkpoint=store.checkpoint_dir(job.id),
+    checkpoint = store.checkpoint_dir(job.id)
+    extra.update(data=training_data(config, cases), checkpoint=checkpoint,
                  checkpoint_every=float(os.environ.get("KDBENCH_CHECKPOINT_SECONDS", 300)),
                  compile=bool(store.options.get("compile", False)))
+    log = checkpoint / "log.jsonl"  # beside the resumable state, so a kill keeps the history
     summary = train_model(model, cases, config["train"], training_seed(config), device,
-                          log=JsonLog(out / "log.jsonl"), progress=progress, **extra)
+                          log=JsonLog(log), progress=progress, **extra)
+    shutil.copyfile(log, out / "log.jsonl")
     torch.save(model.state_dict(), out / CHECKPOINT)
     return {"train_cases": len(cases), **summary}
 
@@ -255,7 +300,8 @@ def execute_job(job, store: RunStore, device: torch.device, progress=lambda step
     with store.staging(job.id) as out:
         summary = run(job, store, out, device, progress)
         record = {**job.to_dict(), "summary": summary, "device": device_name(device),
-                  "threads": torch.get_num_threads(), "torch": torch.__version__, "started": started,
+                  "threads": torch.get_num_threads(), "torch": torch.__version__,
+                  "environment": environment_drift()["differs"], "started": started,
                   "seconds": round(time.time() - started, 3)}
         write_atomic(out / "job.json", json.dumps(record, indent=2, default=str))
     shutil.rmtree(store.checkpoint_dir(job.id), ignore_errors=True)

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal, TypedDict
 
-from kdbench.benchmark.grid import BudgetSpec, GridSpec, ModelSpec, TrainSpec, VolumeSpec, model_dims
+from kdbench.benchmark.grid import BudgetSpec, GridSpec, ModelSpec, TrainSpec, VolumeSpec, check_widths, model_dims
 
 
 class JobMeta(TypedDict, total=False):
@@ -254,6 +254,7 @@ def build_plan(grid: GridSpec, budget: str | None = None, device: str = "cpu", p
     from kdbench.methods import METHODS, method_defaults
 
     budget_name = budget or grid.budget
+    check_widths(grid, budget_name, f"grid '{grid.name}'")
     b = grid.budget_spec(budget_name)
     student_recipe = {**resolve_recipe(grid.train, b), "precision": precision}
     teacher_recipe = {**resolve_recipe(grid.teacher_recipe(), b), "precision": precision}

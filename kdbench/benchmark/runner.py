@@ -34,6 +34,7 @@ from kdbench.benchmark.plan import Plan, build_plan
 from kdbench.benchmark.profile import device_name, resolve_device
 from kdbench.benchmark.store import RunStore, write_atomic
 from kdbench.errors import ConfigError
+from kdbench.lock import environment_drift
 
 EXECUTORS = ("local", "slurm")
 
@@ -106,7 +107,7 @@ def versions() -> dict[str, str]:
 
 def save_plan(plan: Plan, run_dir: Path, device: str, options: dict | None = None) -> None:
     """``plan.json``: the resolved grid and its hash, budget, effective settings, the planning
-    device, package versions, the run's ``options`` (``compile``; read back by every job
+    device, package versions and how they differ from kdbench's lock, the run's ``options`` (``compile``; read back by every job
     through :attr:`RunStore.options`) and every job.
 
     ``grid_sha256`` hashes the resolved grid (the file with its ``--set`` overrides and
@@ -115,7 +116,7 @@ def save_plan(plan: Plan, run_dir: Path, device: str, options: dict | None = Non
     grid = plan.grid.model_dump(mode="json")
     digest = hashlib.sha256(json.dumps(grid, sort_keys=True).encode()).hexdigest()
     data = {"grid": grid, "grid_sha256": digest, "budget": plan.budget, "device": device,
-            "versions": versions(), "effective": plan.effective, "options": options or {},
+            "versions": versions(), "environment": environment_drift(), "effective": plan.effective, "options": options or {},
             "jobs": [j.to_dict() for j in plan.jobs]}
     write_atomic(run_dir / "plan.json", json.dumps(data, indent=2, default=str))
 

@@ -22,7 +22,6 @@ file or half-written job behind.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import secrets
@@ -34,26 +33,13 @@ from pathlib import Path
 from typing import Iterator
 
 from kdbench.benchmark import claims
-from kdbench.errors import KdbenchError, RunFailure
-
-NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
-# what torch.save's zip writer raises when the disk fills under it (it loses the errno)
-_TORCH_SHORT_WRITE = ("unexpected pos", "PytorchStreamWriter failed writing")
-
+from kdbench.errors import ConfigError, KdbenchError, RunFailure, full_disk_reason
 
 def no_space(path: str | Path, exc: BaseException) -> RunFailure | None:
     """The one-line error (a :class:`RunFailure`, exit 1) for ``exc`` if it means the disk holding
-    ``path`` is full, else ``None``.
-
-    Recognises ``OSError`` with ``ENOSPC``/``EDQUOT`` and torch's short-write ``RuntimeError``.
-    """
-    if isinstance(exc, OSError) and exc.errno in NO_SPACE:
-        reason = exc.strerror or os.strerror(exc.errno)
-    elif isinstance(exc, RuntimeError) and any(s in str(exc) for s in _TORCH_SHORT_WRITE):
-        reason = "the write stopped short (" + " ".join(str(exc).split()) + ")"
-    else:
-        return None
-    return RunFailure(f"no space left on {path}: {reason}")
+    ``path`` is full, else ``None`` (see :func:`~kdbench.errors.full_disk_reason`)."""
+    reason = full_disk_reason(exc)
+    return None if reason is None else RunFailure(f"no space left on {path}: {reason}")
 
 
 @contextmanager
@@ -139,6 +125,75 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+RERUN = "rerun `kdbench run --grid GRID` to write it again"
+
+
+def read_json_file(path: str | Path, what: str, hint: str = RERUN) -> object:
+    """The JSON in ``path``, or a one-line :class:`ConfigError` (exit 2) naming the file and what is
+    wrong with it: missing, unreadable, not UTF-8, or not JSON (a truncated or binary file)."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no {what}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: the {what} cannot be read ({one_line(exc.strerror or exc)})") from None
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a readable {what} (not UTF-8 text: byte 0x{raw[exc.start]:02x} at offset "
+                          f"{exc.start}); {hint}") from None
+    except ValueError as exc:
+        raise ConfigError(f"{path}: not a readable {what} (not JSON, perhaps cut short: {one_line(exc)}); "
+                          f"{hint}") from None
+
+
+def check_folder(path: str | Path, what: str) -> Path:
+    """``path`` as a folder that can be made: a one-line :class:`ConfigError` naming the file in the way
+    when ``path`` or one of its parents is a file (``--site-dir`` naming a file, ``--out`` under one)."""
+    path = Path(path)
+    for folder in [path, *path.parents]:
+        if folder.exists():
+            if not folder.is_dir():
+                where = "is a file" if folder == path else f"is under {folder}, which is a file"
+                raise ConfigError(f"{path}: {where}, not a folder; the {what} needs a folder there")
+            break
+    return path
+
+
+def _plan_problem(data: object) -> str | None:
+    """What makes ``data`` not a plan kdbench wrote, or ``None``."""
+    if not isinstance(data, dict):
+        return f"a {type(data).__name__}, not a mapping"
+    for key, kind in (("jobs", list), ("grid", dict), ("budget", str)):
+        if not isinstance(data.get(key), kind):
+            return f"no '{key}' {kind.__name__}" if key not in data else f"'{key}' is not a {kind.__name__}"
+    if not isinstance(data["grid"].get("name"), str) or not isinstance(data["grid"].get("leaderboard"), dict):
+        return "its 'grid' has no name or leaderboard"
+    for i, job in enumerate(data["jobs"]):
+        if not (isinstance(job, dict) and isinstance(job.get("id"), str) and isinstance(job.get("kind"), str)
+                and isinstance(job.get("config"), dict) and isinstance(job.get("meta"), dict)):
+            return f"jobs[{i}] is not a job (id, kind, config, meta)"
+    return None
+
+
+def read_plan(run_dir: str | Path) -> dict:
+    """``RUN_DIR/plan.json``, checked, or a one-line :class:`ConfigError` (exit 2) naming the path:
+    a file given as the run directory, no plan, a plan that is truncated, binary, not a mapping,
+    or has no jobs."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"{run_dir}: a file, not a run directory (runs/<grid>/<budget>, which holds plan.json)")
+    path = run_dir / "plan.json"
+    if not path.exists():
+        raise ConfigError(f"{run_dir}: not a run directory (no plan.json); `kdbench run --grid GRID` plans one")
+    data = read_json_file(path, "plan")
+    problem = _plan_problem(data)
+    if problem:
+        raise ConfigError(f"{path}: not a plan kdbench wrote ({problem}); {RERUN}")
+    return data
+
+
 class RunStore:
     """The artefact directory of one grid at one budget (``runs/<grid>/<budget>``)."""
 
@@ -156,8 +211,13 @@ class RunStore:
         return (self.job_dir(job_id) / "job.json").is_file()
 
     def read_job(self, job_id: str) -> dict:
-        """A finished job's ``job.json``."""
-        return json.loads((self.job_dir(job_id) / "job.json").read_text())
+        """A finished job's ``job.json``; a one-line :class:`ConfigError` naming it when it is corrupt."""
+        path = self.job_dir(job_id) / "job.json"
+        hint = f"delete {path.parent} and rerun the grid to run that job again"
+        data = read_json_file(path, "job record", hint)
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: not a job record (a {type(data).__name__}, not a mapping); {hint}")
+        return data
 
     def record_failure(self, job, message: str, traceback_text: str) -> bool:
         """Write ``failed/<id>.txt`` (the traceback) and ``failed/<id>.json`` (job, kind, one-line
@@ -173,6 +233,11 @@ class RunStore:
         except (OSError, KdbenchError):
             return False
         return True
+
+    def clear_failure(self, job_id: str) -> None:
+        """Remove ``failed/<id>.txt`` and ``.json``: the job has since finished."""
+        for suffix in (".txt", ".json"):
+            _remove(self.failed_root / f"{job_id}{suffix}")
 
     def failures(self) -> dict[str, dict]:
         """The failure records of jobs that are not done, by job id.
@@ -207,9 +272,10 @@ class RunStore:
     def options(self) -> dict:
         """The run's options saved in ``plan.json`` (e.g. ``compile``); ``{}`` without a plan."""
         try:
-            return json.loads((self.root / "plan.json").read_text()).get("options", {})
-        except (OSError, ValueError):
+            options = read_plan(self.root).get("options", {})
+        except ConfigError:
             return {}
+        return options if isinstance(options, dict) else {}
 
     def clean_staging(self) -> list[str]:
         """Remove the staging of every job whose claim can be taken (its writer is gone);

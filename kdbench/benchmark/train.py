@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import random
 import time
 import warnings
@@ -308,13 +309,14 @@ def train_model(
     path = Path(checkpoint) / CHECKPOINT if checkpoint is not None else None
 
     step, epoch, epoch_terms, pending = 0, 0, defaultdict(list), []
-    if path is not None and path.exists():
-        resumed = _resume(path, device, seed, model, optimizer, method, generator, total)
-        if resumed is not None:
-            step, epoch = resumed["step"], resumed["epoch"]
-            epoch_terms.update(resumed["terms"])
-            log({"event": "resume", "step": step, "epoch": epoch})
-            progress(step, total)
+    resumed = _resume(path, device, seed, model, optimizer, method, generator, total) if path is not None else None
+    if resumed is not None:
+        step, epoch = resumed["step"], resumed["epoch"]
+        epoch_terms.update(resumed["terms"])
+        log({"event": "resume", "step": step, "epoch": epoch})
+        progress(step, total)
+    else:
+        log({"event": "start", "step": 0, "total": total})
 
     def flush() -> None:
         """Bring the pending steps' terms to the host (one transfer), check and log them."""
@@ -380,7 +382,17 @@ def _save(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, method
 def _resume(path: Path, device: torch.device, seed: int, model: nn.Module, optimizer: torch.optim.Optimizer,
             method: Method | None, generator: torch.Generator, total: int) -> dict | None:
     """Load the state saved at ``path`` into the training objects; returns it (step, epoch,
-    terms), or ``None`` after a warning when it cannot be used, leaving everything as it was."""
+    terms), or ``None`` when there is none, or after a warning when it cannot be used, leaving
+    everything as it was.  Something other than a file at ``path`` (a directory) could never be
+    replaced by the next save: it is moved aside to ``<path>.bad-<time>`` first."""
+    if not path.exists() and not path.is_symlink():
+        return None
+    if path.is_symlink() or not path.is_file():
+        aside = path.with_name(f"{path.name}.bad-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+        os.rename(path, aside)
+        warnings.warn(f"the checkpoint {path} is not a file; moved it aside to {aside.name} and training starts "
+                      "from step 0", KdbenchNote, stacklevel=2)
+        return None
     before = copy.deepcopy((model.state_dict(), optimizer.state_dict(),
                             method.state_dict() if method is not None else {}))
     try:

@@ -1,9 +1,10 @@
 """Check a dataset on disk and report every problem at once.
 
 :func:`check_dataset` looks at the layout (expected files, missing labels, stray
-files), then decodes every case exactly as preparation would — shapes and affines of
-image and label, complete (not truncated) files, label values within the declared
-classes — and finally the split.  Unlike preparation, it does not stop at, or skip,
+files), then decodes and preprocesses every case exactly as preparation would — shapes
+and affines of image and label, complete (not truncated) files, label values within the
+declared classes — then refuses a dataset whose every mask is empty, and finally checks
+the split.  Unlike preparation, it does not stop at, or skip,
 the first bad case: it returns one line per problem, naming the file.  It writes
 nothing.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 from typing import Callable
 
 from kdbench.datasets.base import SegDataset
-from kdbench.datasets.prepare import PreparedDataset
+from kdbench.datasets.prepare import PreparedDataset, no_foreground_problem
 from kdbench.datasets.splits import dataset_split
 from kdbench.errors import KdbenchError
 
@@ -25,19 +26,24 @@ def check_dataset(dataset: SegDataset, progress: Callable[[int, int, str], None]
         return []
     found = dataset.discovery()
     problems = list(found.problems)
-    good = []
+    good, foreground = [], []
     for i, source in enumerate(found.sources, 1):
         try:
-            dataset.read_case(source)
+            arrays = dataset.prepared_case(source)
         except KdbenchError as exc:
             problems.append(str(exc))
         else:
             good.append(source.case_id)
+            label = arrays.eval_label if arrays.eval_label is not None else arrays.label
+            foreground.append(bool(label.any()))
         if progress is not None:
             progress(i, len(found.sources), source.case_id)
     if not found.sources:
         problems.append(dataset.layout_error(found))
         return problems
+    empty = no_foreground_problem(dataset.name, dataset.root_path, foreground)
+    if empty:
+        problems.append(empty)
     try:
         _split_of(dataset, good, folds)
     except KdbenchError as exc:

@@ -12,8 +12,10 @@ builds the same cases.  Labels: 0 background, 1 organ, 2 tumour; targets
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 
 from kdbench.datasets import register_dataset
 from kdbench.datasets.base import Case, SegDataset
@@ -88,6 +90,12 @@ def _cached_case(index: int, seed: int, size: int, slices: int, noise: float, co
     return make_phantom_case(index, seed, size, slices, noise, contrast)
 
 
+MAX_CASES = 10_000
+"""Most phantom cases (each is built on demand; a grid names a count, never a list)."""
+MAX_SLICES = 512
+"""Most slices per phantom case."""
+
+
 @register_dataset("phantom")
 class Phantom(SegDataset):
     """Built-in synthetic CT-like volumes: organ with a low-contrast tumour (no download)."""
@@ -97,13 +105,18 @@ class Phantom(SegDataset):
     in_channels = 1
     is_volume = True
 
-    def __init__(self, root: str | None = None, image_size: int = 64, targets=None, cases: int = 24,
-                 slices: int = 8, seed: int = 0, noise: float = 0.1, contrast: float = 0.3):
+    def __init__(self, root: str | None = None, image_size: int = 64, targets=None,
+                 cases: Annotated[int, Field(ge=2, le=MAX_CASES)] = 24,
+                 slices: Annotated[int, Field(ge=1, le=MAX_SLICES)] = 8,
+                 seed: Annotated[int, Field(ge=0, lt=2**32)] = 0,
+                 noise: Annotated[float, Field(ge=0, le=10)] = 0.1,
+                 contrast: Annotated[float, Field(ge=-10, le=10)] = 0.3):
         super().__init__(root=root, image_size=image_size, targets=targets)
-        if cases < 2:
-            raise DatasetError(f"phantom: cases = {cases}; needs at least 2 (one to train, one to test)")
-        if slices < 1 or image_size < 16:
-            raise DatasetError(f"phantom: slices = {slices}, image_size = {image_size}; need slices ≥ 1, image_size ≥ 16")
+        if not 2 <= cases <= MAX_CASES:
+            raise DatasetError(f"phantom: cases = {cases}; needs 2 (one to train, one to test) to {MAX_CASES}")
+        if not 1 <= slices <= MAX_SLICES or image_size < 16:
+            raise DatasetError(f"phantom: slices = {slices}, image_size = {image_size}; need 1 ≤ slices ≤ "
+                               f"{MAX_SLICES}, image_size ≥ 16")
         self.num_cases, self.slices, self.seed = cases, slices, seed
         self.noise, self.contrast = noise, contrast
 

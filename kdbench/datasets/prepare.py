@@ -33,7 +33,6 @@ one error line, after all the others are prepared; a full disk (``no space left 
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import multiprocessing
@@ -41,6 +40,7 @@ import os
 import re
 import secrets
 import shutil
+import warnings
 import zlib
 from abc import abstractmethod
 from collections import Counter
@@ -53,7 +53,7 @@ import numpy as np
 
 from kdbench.datasets.base import Case, SegDataset
 from kdbench.datasets.options import DatasetOptions, parse_options
-from kdbench.errors import ConfigError, DatasetError, KdbenchError, MissingRootError
+from kdbench.errors import ConfigError, DatasetError, KdbenchError, KdbenchNote, MissingRootError, full_disk_reason
 
 #: bump when the layout of the cache changes
 FORMAT_VERSION = 1
@@ -142,6 +142,22 @@ class CaseArrays:
     meta: dict = field(default_factory=dict)
 
 
+def no_foreground_problem(name: str, root: Path, flags: list[bool]) -> str | None:
+    """The problem of a dataset whose every mask is empty (``flags``: per case, any foreground), or ``None``."""
+    if not flags or any(flags):
+        return None
+    return (f"dataset {name}: all {len(flags)} masks under {root} are empty (no foreground label): nothing to "
+            f"learn, and Dice is undefined (NaN); check the masks and the option mask_threshold")
+
+
+def warn_if_no_foreground(name: str, root: Path, entries) -> None:
+    """Warn (a :class:`KdbenchNote`) when every prepared case's mask is empty."""
+    flags = [entry["foreground"] for entry in entries if "foreground" in entry]
+    problem = no_foreground_problem(name, root, flags)
+    if problem:
+        warnings.warn(KdbenchNote(problem), stacklevel=2)
+
+
 def slice_presence(labels: np.ndarray, num_classes: int) -> np.ndarray:
     """``(S,)`` int64 bit masks: bit ``v`` set where slice ``s`` contains label ``v``."""
     present = np.zeros(labels.shape[0], dtype=np.int64)
@@ -187,7 +203,7 @@ class CacheWriteError(DatasetError):
 
 def cache_write_error(exc: OSError, folder: Path, what: str) -> CacheWriteError:
     """A one-line error for an ``OSError`` raised while writing ``what`` into ``folder``."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    if full_disk_reason(exc) is not None:
         return CacheWriteError(f"no space left on {folder} while {what}; free some space, or set "
                                f"KDBENCH_CACHE or the dataset option cache_dir to another disk")
     return CacheWriteError(f"cannot write to {folder} while {what} ({one_line(exc)})")
@@ -292,6 +308,7 @@ class PreparedDataset(SegDataset):
         """The manifest, preparing the dataset first if needed (once per instance)."""
         if self._manifest is None:
             prepare_dataset(self)
+            warn_if_no_foreground(self.name, self.root_path, self._manifest["cases"].values())
         return self._manifest
 
     # -- SegDataset ----------------------------------------------------------------------------
@@ -415,8 +432,9 @@ def _write_case(dataset: PreparedDataset, source: Source, cases_dir: Path) -> di
         tmp.mkdir(parents=True)
         np.save(tmp / "image.npy", np.ascontiguousarray(arrays.image))
         np.save(tmp / "label.npy", arrays.label)
-        np.save(tmp / "present.npy", slice_presence(
-            arrays.eval_label if arrays.eval_label is not None else arrays.label, dataset.num_classes))
+        present = slice_presence(arrays.eval_label if arrays.eval_label is not None else arrays.label,
+                                 dataset.num_classes)
+        np.save(tmp / "present.npy", present)
         if arrays.eval_label is not None:
             np.save(tmp / "eval_label.npy", arrays.eval_label)
         entry = {
@@ -429,6 +447,7 @@ def _write_case(dataset: PreparedDataset, source: Source, cases_dir: Path) -> di
             "eval_shape": list(arrays.eval_label.shape) if arrays.eval_label is not None else None,
             "eval_spacing": [float(v) for v in arrays.eval_spacing] if arrays.eval_spacing else None,
             "meta": arrays.meta,
+            "foreground": bool(present.any()),
         }
         (tmp / "meta.json").write_text(json.dumps({"case_id": source.case_id, **entry}, indent=1, sort_keys=True))
         os.replace(tmp, cases_dir / name)

@@ -33,12 +33,12 @@ import numpy as np
 import pandas as pd
 
 from kdbench.benchmark.evaluate import LOWER_IS_BETTER
-from kdbench.benchmark.store import RunStore, write_atomic
+from kdbench.benchmark.store import RunStore, read_plan, write_atomic
 from kdbench.export import export_records
 from kdbench.leaderboards.paper import paper_results
-from kdbench.leaderboards.results import (find_runs, job_records, load_plan, profiles_table, results_table,
-                                          write_results)
+from kdbench.leaderboards.results import find_runs, job_records, profiles_table, results_table, write_results
 from kdbench.leaderboards.stats import MIN_NONZERO, holm, significance_mark, wilcoxon_vs_baseline
+from kdbench.lock import drift_text
 
 METRIC_NAMES = {"dice": "Dice", "iou": "IoU", "voe": "VOE", "rvd": "RVD", "hd95": "HD95", "assd": "ASSD"}
 DISTANCES = {"hd95", "assd"}
@@ -308,6 +308,8 @@ def _setup(plan: dict, dataset: str, student: str, rows: list[dict], records: di
     return {
         "grid_sha256": plan.get("grid_sha256"),
         "versions": plan.get("versions"),
+        "environment": plan.get("environment"),
+        "job_environments": sorted({d for r in trained + evaluations for d in r.get("environment") or ()}),
         "aggregate": plan["grid"]["leaderboard"].get("aggregate", "mean"),
         "budget": plan["budget"],
         "changed": effective.get("changed") if effective else None,
@@ -340,7 +342,7 @@ def leaderboard_blocks(run_dir: str | Path, results: pd.DataFrame | None = None)
     Each block carries ``setup`` (what the header states) and each row its ``status``
     (done, partial, failed, not run, pending), failures and runs not run.
     """
-    plan = load_plan(run_dir)
+    plan = read_plan(run_dir)
     grid, jobs = plan["grid"], plan["jobs"]
     results = results_table(run_dir) if results is None else results
     profiles = profiles_table(run_dir)
@@ -477,7 +479,15 @@ def _provenance(setup: dict) -> list[str]:
             else "not recorded (this plan was written by an older kdbench)")
     packages = (", ".join(f"{VERSION_NAMES.get(name, name)} {version}" for name, version in versions.items())
                 if versions else "not recorded (this plan was written by an older kdbench)")
-    return [f"- **Grid:** {grid}", f"- **Versions:** {packages}"]
+    environment = setup.get("environment")
+    lock = (drift_text(environment) if environment
+            else "not compared with a lock (this plan was written by an older kdbench)")
+    lines = [f"- **Grid:** {grid}", f"- **Versions:** {packages}", f"- **Environment:** {lock}"]
+    planned = set((environment or {}).get("differs") or ())
+    jobs = [d for d in setup.get("job_environments") or () if d not in planned]
+    if jobs:
+        lines.append(f"- **Jobs ran where the environment differs from the lock:** {'; '.join(jobs)}")
+    return lines
 
 
 def _significance_text(block: dict) -> str:
@@ -499,7 +509,7 @@ def render_markdown(run_dir: str | Path) -> str:
     from kdbench.leaderboards.plots import picture_markdown
 
     blocks = leaderboard_blocks(run_dir)
-    return _markdown(load_plan(run_dir), blocks, picture_markdown(run_dir, blocks))
+    return _markdown(read_plan(run_dir), blocks, picture_markdown(run_dir, blocks))
 
 
 def _label(row: dict, note: str) -> str:
@@ -643,7 +653,7 @@ def write_leaderboard(run_dir: str | Path) -> Path:
     write_results(run_dir, results)
     blocks = leaderboard_blocks(run_dir, results)
     write_pictures(run_dir, blocks)
-    write_atomic(run_dir / "leaderboard.md", _markdown(load_plan(run_dir), blocks, picture_markdown(run_dir, blocks)))
+    write_atomic(run_dir / "leaderboard.md", _markdown(read_plan(run_dir), blocks, picture_markdown(run_dir, blocks)))
     write_atomic(run_dir / "leaderboard.json", json.dumps(blocks, indent=2, default=float))
     return run_dir / "leaderboard.md"
 

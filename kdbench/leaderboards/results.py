@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from kdbench.benchmark.store import RunStore, atomic_path, write_atomic
-from kdbench.errors import KdbenchError
+from kdbench.benchmark.store import RunStore, atomic_path, one_line, read_plan, write_atomic
+from kdbench.errors import ConfigError, KdbenchError
 
 RESULT_COLUMNS = ["job", "dataset", "fold", "seed", "role", "model", "model_label", "method", "method_label",
                   "teacher", "teacher_label", "case_id", "target", "metric", "value"]
@@ -34,26 +34,38 @@ def find_runs(path: str | Path) -> list[Path]:
     return runs
 
 
-def load_plan(run_dir: str | Path) -> dict:
-    """The ``plan.json`` a run wrote."""
-    path = Path(run_dir) / "plan.json"
-    if not path.is_file():
-        raise KdbenchError(f"{run_dir}: not a run directory (no plan.json); run `kdbench run --grid FILE` first")
-    try:
-        return json.loads(path.read_text())
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise KdbenchError(f"{path}: not a readable plan ({type(exc).__name__}); run `kdbench run` again") from None
-
-
 def job_records(run_dir: str | Path, plan: dict) -> dict[str, dict]:
     """``job.json`` of every finished job of the plan, by job id."""
     store = RunStore(run_dir)
     return {j["id"]: store.read_job(j["id"]) for j in plan["jobs"] if store.is_done(j["id"])}
 
 
+METRIC_COLUMNS = ("case_id", "target", "metric", "value")
+"""The columns of an evaluation job's ``metrics.csv``."""
+
+
+def read_metrics(path: Path) -> pd.DataFrame:
+    """An evaluation's ``metrics.csv``, or a one-line :class:`ConfigError` naming the file and what is
+    wrong with it (unreadable, not CSV text, columns missing, values that are not numbers)."""
+    hint = f"delete {path.parent} and rerun the grid to evaluate again"
+    try:
+        frame = pd.read_csv(path, keep_default_na=True)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: missing from a finished evaluation; {hint}") from None
+    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not a readable metrics table ({one_line(exc)}); {hint}") from None
+    missing = [c for c in METRIC_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ConfigError(f"{path}: not a metrics table (no column {', '.join(missing)}; expected "
+                          f"{', '.join(METRIC_COLUMNS)}); {hint}")
+    if not pd.api.types.is_numeric_dtype(frame["value"]):
+        raise ConfigError(f"{path}: column 'value' holds text, not numbers; {hint}")
+    return frame
+
+
 def results_table(run_dir: str | Path) -> pd.DataFrame:
     """Every finished evaluation of the run's current plan, one row per case × target × metric."""
-    plan = load_plan(run_dir)
+    plan = read_plan(run_dir)
     store = RunStore(run_dir)
     jobs = {j["id"]: j for j in plan["jobs"]}
     frames = []
@@ -61,7 +73,7 @@ def results_table(run_dir: str | Path) -> pd.DataFrame:
         if job["kind"] != "evaluate" or not store.is_done(job["id"]):
             continue
         train = jobs[job["config"]["train"]]
-        metrics = pd.read_csv(store.job_dir(job["id"]) / "metrics.csv", keep_default_na=True)
+        metrics = read_metrics(store.job_dir(job["id"]) / "metrics.csv")
         meta = train["meta"]
         for column in RESULT_COLUMNS[:11]:
             metrics[column] = train["id"] if column == "job" else meta.get(column)
@@ -74,7 +86,7 @@ def results_table(run_dir: str | Path) -> pd.DataFrame:
 def profiles_table(run_dir: str | Path) -> pd.DataFrame:
     """One row per finished profile job: params, FLOPs, latency (median, p10, p90), memory, input,
     device, and the threads of the process that timed it (``job.json``)."""
-    plan = load_plan(run_dir)
+    plan = read_plan(run_dir)
     store = RunStore(run_dir)
     rows = []
     for job in plan["jobs"]:
