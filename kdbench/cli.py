@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from kdbench.benchmark.lockstep import LOCKSTEP_MAX
 from kdbench.errors import KdbenchError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -117,6 +118,9 @@ def run(
     gpus: Optional[int] = typer.Option(None, "--gpus", min=0, help="GPUs per Slurm job (--executor slurm)."),
     account: Optional[str] = typer.Option(None, "--account", help="Slurm account to charge (--executor slurm)."),
     compile_: bool = typer.Option(False, "--compile", metavar="", help="Train with torch.compile."),
+    lockstep: int = typer.Option(LOCKSTEP_MAX, "--lockstep", min=1, metavar="N",
+                                 help="Students of one teacher, data, fold, seed and recipe trained together, "
+                                      "sharing each batch and teacher forward (at most N a group; 1: each alone)."),
 ) -> None:
     """Run a grid: train teachers once, distil every student with every method, evaluate, profile.
 
@@ -135,7 +139,7 @@ def run(
     spec = load_grid(grid, overrides, dataset=dataset)
     result = run_grid(spec, out_dir, budget=budget.value if budget else None, device=device, dry_run=dry_run,
                       console=err, threads=threads, workers=workers, executor=executor.value,
-                      executor_options=options, compile=compile_)
+                      executor_options=options, compile=compile_, lockstep=lockstep)
     if dry_run:
         return
     print(result.leaderboard.read_text())
@@ -189,17 +193,27 @@ def leaderboard(run_dir: Path = typer.Argument(..., help="A run directory: runs/
 
 @app.command("run-job")
 def run_job(run_dir: Path = typer.Argument(..., help="A run directory with a plan.json (runs/<grid>/<budget>)."),
-            job_id: str = typer.Argument(..., help="A job id of its plan (see `kdbench run --dry-run`)."),
+            job_ids: list[str] = typer.Argument(..., help="Job ids of its plan (see `kdbench run --dry-run`); "
+                                                          "students of one lockstep group train together."),
             device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 … (default: cuda if "
                                                                         "available)."),
             threads: Optional[int] = typer.Option(None, "--threads", callback=_threads, help=THREADS_HELP)) -> None:
-    """Run one planned job of a run directory, claiming it first; print done, already done or running elsewhere.
+    """Run planned jobs of a run directory, each claimed first; print done, already done or running elsewhere.
 
-    Exit status: 0 the job is done or another process holds it, 1 it failed, 2 bad input.
+    With one job id the line is its status; with several, one `<job id>: <status>` line each.
+    Exit status: 0 every job is done or another process holds it, 1 one failed, 2 bad input.
     """
     from kdbench.benchmark.executors import run_job as run_planned_job
+    from kdbench.benchmark.executors import run_jobs
 
-    print(run_planned_job(run_dir, job_id, device=device, threads=threads, console=err))
+    if len(job_ids) == 1:
+        print(run_planned_job(run_dir, job_ids[0], device=device, threads=threads, console=err))
+        return
+    outcomes = run_jobs(run_dir, job_ids, device=device, threads=threads, console=err)
+    for job_id, status, error in outcomes:
+        print(f"{job_id}: {status}" + (f" ({error})" if error else ""))
+    if any(status == "failed" for _, status, _ in outcomes):
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -210,11 +224,14 @@ def bench(
     threads: Optional[int] = typer.Option(None, "--threads", callback=_threads, help=THREADS_HELP),
     steps: int = typer.Option(20, "--steps", min=1, help="Timed steps per distillation step measured (median)."),
     quick: bool = typer.Option(False, "--quick", metavar="", help="A few steps on a tiny batch: checks, not figures."),
+    grid: bool = typer.Option(True, "--grid/--no-grid",
+                              help="Also the grid figure: M students trained separately vs in lockstep (minutes)."),
 ) -> None:
-    """Time a distillation step (kd, at, emkd) against a minimal PyTorch loop, planning, start-up."""
+    """Time a distillation step (kd, at, emkd) against a minimal PyTorch loop, students in lockstep, planning,
+    start-up."""
     from kdbench.benchmark.bench import run_bench
 
-    result = run_bench(device=device, threads=threads, steps=steps, quick=quick)
+    result = run_bench(device=device, threads=threads, steps=steps, quick=quick, grid=grid)
     text = json.dumps(result, indent=2)
     if out_file is not None:
         out_file.parent.mkdir(parents=True, exist_ok=True)
@@ -224,6 +241,9 @@ def bench(
         print(text)
         return
     measures, tables = {}, {}
+    for pair, figure in result.pop("lockstep", {}).items():
+        tables[f"lockstep, {pair}: {figure['setting']['teacher']} → {figure['setting']['student']}, "
+               f"{figure['steps']} steps"] = {f"M = {m}": figure[m] for m in figure if m.isdigit()}
     for key, value in result.items():
         if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
             tables[key] = value

@@ -26,6 +26,13 @@ def test_quick_bench_reports_every_figure():
         for key in ("kdbench_ms", "minimal_ms", "student_only_ms", "ratio", "ratio_student_only"):
             assert math.isfinite(figures[key]) and figures[key] > 0, key
         assert figures["ratio"] == pytest.approx(figures["kdbench_ms"] / figures["minimal_ms"])
+    for pair in ("quickstart", "paper"):
+        figure = result["lockstep"][pair]
+        assert [m for m in figure if m.isdigit()] == ["1", "3"]
+        for m in ("1", "3"):
+            assert figure[m]["separate_s"] > 0 and figure[m]["ratio"] == pytest.approx(
+                figure[m]["lockstep_s"] / figure[m]["separate_s"])
+    assert result["lockstep"]["paper"]["setting"]["teacher"] == "raunet width 1"
     assert result["plan_jobs"] > 0
     for key in ("plan_1000_jobs_s", "import_s", "help_s"):
         assert math.isfinite(result[key]) and result[key] > 0, key

@@ -7,6 +7,10 @@
   loop doing the same work — the same teacher and student (the quickstart's pair, at its
   ``quick`` budget), the same batch and precision, forward hooks, the loss written inline,
   an Adam step — and (b) the student-only step (segmentation loss, no teacher);
+* the grid figure: the wall time of M students of one teacher trained one after another (as
+  separate jobs train them) against in lockstep (one batch and one teacher forward for all,
+  :func:`~kdbench.benchmark.train.train_models`), for M = 1, 3, 6 and 12 methods, on the
+  quickstart pair and on a paper pair (ENet from RA-UNet at 128 px);
 * planning a grid of about 1 000 jobs;
 * ``import kdbench`` and ``kdbench --help`` in fresh processes.
 
@@ -310,14 +314,16 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def run_bench(device: str | None = None, threads: int | None = None, steps: int = 20, quick: bool = False) -> dict:
+def run_bench(device: str | None = None, threads: int | None = None, steps: int = 20, quick: bool = False,
+              grid: bool = True) -> dict:
     """Measure kdbench's speed on ``device`` (default: CUDA if present, else the CPU); see the module doc.
 
     ``threads`` sets torch's CPU threads; ``quick`` runs 2 steps after 1 warm-up on a batch
     of 2 at 32 px, plans a ~100-job grid and starts each command once (for tests).  Returns
     a JSON-serialisable dict: the device, threads, torch, CPU, date, the setting, per method
     ``kdbench_ms``, ``minimal_ms``, ``student_only_ms``, ``ratio`` (kdbench / minimal) and
-    ``ratio_student_only`` (kdbench / student-only), ``plan_1000_jobs_s``, ``import_s``, ``help_s``.
+    ``ratio_student_only`` (kdbench / student-only), ``plan_1000_jobs_s``, ``import_s``, ``help_s``,
+    and (``grid``) ``lockstep``: the grid figure of :func:`grid_figure`.
     """
     from kdbench.benchmark.profile import device_name, resolve_device
 
@@ -336,12 +342,89 @@ def run_bench(device: str | None = None, threads: int | None = None, steps: int 
         figures = time_steps(contest(method, setting, dev), dev, steps, warmup=1 if quick else WARMUP)
         result["steps"][method] = {**figures, "ratio": figures["kdbench_ms"] / figures["minimal_ms"],
                                    "ratio_student_only": figures["kdbench_ms"] / figures["student_only_ms"]}
+    if grid:
+        result["lockstep"] = grid_figure(dev, steps, quick)
     seconds, jobs = time_plan(100 if quick else 1000)
     result.update(plan_1000_jobs_s=seconds, plan_jobs=jobs)
     repeat = 1 if quick else 3
     result["import_s"] = time_command([sys.executable, "-c", "import kdbench"], repeat)
     result["help_s"] = time_command([*_cli(), "--help"], repeat)
     return result
+
+
+# --------------------------------------------------------------------------- the grid figure
+
+LOCKSTEP_METHODS = ("none", "kd", "at", "emkd", "fitnet", "dkd", "skd", "spkd", "ifvd", "cwd", "mimic", "pa")
+"""The methods of the grid figure, in order: M students are the first M (``none`` and 11 that need the teacher)."""
+LOCKSTEP_SIZES = (1, 3, 6, 12)
+PAPER_PAIR = {"teacher": "raunet", "student": "enet", "image_size": 128}
+"""EMKD's Table II pair (RA-UNet → ENet) at 128 px, width 1, for the grid figure."""
+
+
+def _pair_cases(setting: Setting, count: int = 4) -> list:
+    from kdbench.datasets.phantom import make_phantom_case
+
+    return [make_phantom_case(i, 0, setting.image_size, 4, 0.1, 0.3) for i in range(count)]
+
+
+def time_lockstep(setting: Setting, device: torch.device, count: int, steps: int) -> dict[str, float]:
+    """Seconds to train the first ``count`` students of :data:`LOCKSTEP_METHODS` for ``steps`` steps
+    one after another (``train_model``, each running the teacher itself) and in lockstep
+    (``train_models``); the same students, batches and recipe.  Networks are built outside the timing."""
+    from kdbench.benchmark.train import Member, seed_everything, train_model, train_models
+    from kdbench.methods import create_method
+    from kdbench.models import create_model
+
+    cases = _pair_cases(setting)
+    recipe = {"epochs": 10_000, "optimizer": "adam", "lr": 1e-3, "min_lr": 1e-6, "weight_decay": 0.0,
+              "schedule": "cosine", "batch_size": setting.batch_size, "image_size": setting.image_size,
+              "augmentation": {"rotate": True, "flip": True}, "max_steps": steps}
+    seed_everything(1)
+    teacher = create_model(**{k: v for k, v in setting.teacher.items() if k != "options"},
+                           **setting.teacher.get("options", {})).to(device)
+
+    def students() -> list[Member]:
+        out = []
+        for name in LOCKSTEP_METHODS[:count]:
+            seed_everything(0)
+            model = create_model(**{k: v for k, v in setting.student.items() if k != "options"},
+                                 **setting.student.get("options", {}))
+            out.append(Member(model, create_method(name, student_roles=model.feature_roles,
+                                                   teacher_roles=teacher.feature_roles,
+                                                   num_classes=setting.student["num_classes"])))
+        return out
+
+    separate = 0.0
+    for member in students():
+        _sync(device)
+        start = time.perf_counter()
+        train_model(member.model, cases, recipe, 0, device, method=member.method, teacher=teacher)
+        _sync(device)
+        separate += time.perf_counter() - start
+    members = students()
+    _sync(device)
+    start = time.perf_counter()
+    train_models(members, cases, recipe, 0, device, teacher)
+    _sync(device)
+    together = time.perf_counter() - start
+    return {"separate_s": separate, "lockstep_s": together, "ratio": together / separate}
+
+
+def paper_setting(quick: bool = False) -> Setting:
+    """ENet distilled from RA-UNet (EMKD's pair) at 128 px, batch 8 (``quick``: batch 2 at 32 px)."""
+    common = {"in_channels": 1, "num_classes": 3, "width": 1.0, "options": {}}
+    return Setting(teacher={"name": PAPER_PAIR["teacher"], **common}, student={"name": PAPER_PAIR["student"], **common},
+                   batch_size=2 if quick else 8, image_size=32 if quick else PAPER_PAIR["image_size"])
+
+
+def grid_figure(device: torch.device, steps: int, quick: bool = False) -> dict:
+    """The grid figure (see the module doc): per pair, per M, separate and lockstep seconds and their ratio."""
+    sizes = LOCKSTEP_SIZES[:2] if quick else LOCKSTEP_SIZES
+    out = {}
+    for name, setting in (("quickstart", quickstart_setting(quick)), ("paper", paper_setting(quick))):
+        out[name] = {"setting": setting.describe(device), "steps": steps,
+                     **{str(m): time_lockstep(setting, device, m, steps) for m in sizes}}
+    return out
 
 
 # --------------------------------------------------------------------------- reporting
@@ -366,6 +449,12 @@ def render_text(result: dict) -> str:
     for method, f in result["steps"].items():
         lines.append(f"{method:8} {f['kdbench_ms']:11.1f} {f['minimal_ms']:11.1f} {f['ratio']:6.2f} "
                      f"{f['student_only_ms']:16.1f} {f['ratio_student_only']:6.2f}")
+    for pair, figure in result.get("lockstep", {}).items():
+        sizes = [k for k in figure if k.isdigit()]
+        lines.append(f"lockstep, {pair} pair ({figure['setting']['teacher']} → {figure['setting']['student']}, "
+                     f"{figure['steps']} steps): " + " · ".join(
+                         f"M={m} {figure[m]['lockstep_s']:.1f} / {figure[m]['separate_s']:.1f} s "
+                         f"({figure[m]['ratio']:.2f}×)" for m in sizes))
     lines += [f"planning {result['plan_jobs']} jobs: {result['plan_1000_jobs_s']:.3f} s",
               f"import kdbench: {result['import_s']:.2f} s · kdbench --help: {result['help_s']:.2f} s"]
     return "\n".join(lines)
@@ -385,4 +474,18 @@ def figures_markdown(folder: str | Path = FIGURES) -> str:
             + " | ".join(_cell(r["steps"][m]) for m in METHODS)
             + f" | {r['plan_1000_jobs_s']:.2f} s ({r['plan_jobs']} jobs) | {r['import_s']:.2f} s | {r['help_s']:.2f} s |"
             for r in results]
-    return "\n".join(head + rows)
+    return "\n".join(head + rows + lockstep_markdown(results))
+
+
+def lockstep_markdown(results: list[dict]) -> list[str]:
+    """The grid figures among ``results`` as a Markdown table (no lines when none has one)."""
+    rows = [f"| {r['device_name']} | {r['threads']} | {r['date'][:10]} | {f['setting']['teacher']} → "
+            f"{f['setting']['student']}, batch {'×'.join(map(str, f['setting']['batch']))}, {f['steps']} steps | "
+            + " | ".join(f"{f[m]['lockstep_s']:.1f} / {f[m]['separate_s']:.1f} s (**{f[m]['ratio']:.2f}×**)"
+                         if m in f else "–" for m in map(str, LOCKSTEP_SIZES)) + " |"
+            for r in results for f in r.get("lockstep", {}).values()]
+    if not rows:
+        return []
+    return ["", "Students in lockstep, lockstep / one after another (seconds for the steps named):", "",
+            "| device | threads | measured | pair | " + " | ".join(f"M = {m}" for m in LOCKSTEP_SIZES) + " |",
+            "|---" * (4 + len(LOCKSTEP_SIZES)) + "|", *rows]

@@ -5,7 +5,9 @@
   finished, and records a failure.  Any number of processes, on any number of nodes
   sharing the run directory, can call it for the same job: one runs it, the others answer
   ``"running elsewhere"`` or ``"already done"``.
-* :func:`run_local` runs a plan's unfinished jobs in dependency order: in this process
+* :func:`claim_and_run_unit` runs a unit of work: one job, or the student jobs of a lockstep
+  group (:mod:`kdbench.benchmark.lockstep`) trained together under all their claims.
+* :func:`run_local` runs a plan's unfinished jobs in dependency order, unit by unit: in this process
   with one worker, else in K worker processes, each pinned to one device (one GPU each,
   ``CUDA_VISIBLE_DEVICES=<i>``, or the CPU) and started once for the whole run.  A job
   starts when all its dependencies are done; a failed job skips its dependants.  A job
@@ -128,6 +130,92 @@ def claim_and_run(store: RunStore, job: Job, device: torch.device,
     return "done"
 
 
+Outcome = tuple[str, str, str]
+"""``(job id, status, error)``: ``done``, ``already done``, ``running elsewhere`` or ``failed``."""
+
+
+def claim_and_run_unit(store: RunStore, unit: list[Job], device: torch.device,
+                       progress: Callable[[str, int, int], None] = lambda job, step, total: None,
+                       failed_since: dict[str, float] | None = None) -> list[Outcome]:
+    """Run a unit of work: one job (:func:`claim_and_run`), or the students of a lockstep group.
+
+    Each job of a group is claimed first; those finished or running elsewhere are left out,
+    the rest train together (:func:`~kdbench.benchmark.jobs.run_lockstep`, alone when one is
+    left) and every claim is released at the end.  A job that fails fails alone, recorded as
+    :func:`claim_and_run` records it; an error of the whole group (its teacher or data) fails
+    every job it held.  Returns one outcome per job.
+    """
+    since = failed_since or {}
+    if len(unit) == 1:
+        job = unit[0]
+        try:
+            return [(job.id, claim_and_run(store, job, device, lambda s, t: progress(job.id, s, t),
+                                           since.get(job.id)), "")]
+        except RunFailure as exc:
+            return [(job.id, "failed", str(exc))]
+    outcomes: list[Outcome] = []
+    held: list[Job] = []
+    try:
+        for job in unit:
+            if store.is_done(job.id):
+                outcomes.append((job.id, "already done", ""))
+                continue
+            missing = [d for d in job.deps if not store.is_done(d)]
+            if missing:
+                outcomes.append((job.id, "failed", f"job {job.id}: its dependency {missing[0]} is not finished"))
+                continue
+            with disk_errors(claims.lock_path(store.root, job.id)):
+                taken = claims.acquire(store.root, job.id)
+            if not taken:
+                outcomes.append((job.id, "running elsewhere", ""))
+                continue
+            held.append(job)
+            record = store.failures().get(job.id) if job.id in since else None
+            if store.is_done(job.id) or (record and record.get("time", 0) >= since[job.id]):
+                held.pop()
+                claims.release(store.root, job.id)
+                outcomes.append((job.id, "already done", "") if store.is_done(job.id) else
+                                (job.id, "failed", f"{record['error']} (failed in another process)"))
+        if len(held) == 1:
+            job = held[0]
+            errors = {job.id: _run_alone(store, job, device, lambda s, t: progress(job.id, s, t))}
+        elif held:
+            from kdbench.benchmark.jobs import run_lockstep
+
+            try:
+                errors = run_lockstep(held, store, device, progress)
+            except Exception as exc:  # the group's own inputs (its teacher, its data): every job fails
+                errors = {job.id: exc for job in held}
+        else:
+            errors = {}
+        for job in held:
+            error = errors[job.id]
+            if error is None:
+                store.clear_failure(job.id)
+                outcomes.append((job.id, "done", ""))
+            elif store.is_done(job.id):
+                outcomes.append((job.id, "done", ""))
+            else:
+                message = failure_message(error)
+                store.record_failure(job, message, "".join(traceback.format_exception(error)))
+                outcomes.append((job.id, "failed", message))
+    finally:
+        for job in held:
+            claims.release(store.root, job.id)
+    return outcomes
+
+
+def _run_alone(store: RunStore, job: Job, device: torch.device, progress) -> BaseException | None:
+    """Run ``job`` (its claim held); its error, or ``None``."""
+    from kdbench.benchmark.jobs import execute_job
+
+    try:
+        execute_job(job, store, device, progress)
+    except Exception as exc:
+        return exc
+    return None
+
+
 def set_threads(threads: int | None) -> None:
     """torch's intra-op thread count for this process (``None``: torch's default)."""
     if threads is not None:
@@ -155,6 +243,27 @@ def run_job(run_dir: str | Path, job_id: str, device: str | None = None, threads
         return claim_and_run(RunStore(run_dir), job, dev)
 
 
+def run_jobs(run_dir: str | Path, job_ids: list[str], device: str | None = None, threads: int | None = None,
+             console: Console | None = None) -> list[Outcome]:
+    """Run planned jobs of ``run_dir`` (``kdbench run-job RUN_DIR JOB_ID…``): the students among
+    them that form lockstep groups (at most the run's ``--lockstep``) train together, every
+    other job alone, each under its claim.  Returns one outcome per job; failures are recorded,
+    not raised.  A missing plan or an unknown job id is a :class:`ConfigError`."""
+    from kdbench.benchmark.lockstep import LOCKSTEP_MAX, lockstep_units
+    from kdbench.benchmark.profile import resolve_device
+
+    plan = read_plan(run_dir)
+    jobs = [planned_job(plan, job_id, run_dir) for job_id in dict.fromkeys(job_ids)]
+    set_threads(threads)
+    dev = resolve_device(device)
+    store = RunStore(run_dir)
+    outcomes: list[Outcome] = []
+    with notes_once(console or Console(stderr=True)):
+        for unit in lockstep_units(jobs, int(store.options.get("lockstep", LOCKSTEP_MAX))):
+            outcomes += claim_and_run_unit(store, unit, dev)
+    return outcomes
+
+
 def worker_devices(device: str | None, workers: int | None) -> list[tuple[str | None, str | None]]:
     """``(device, CUDA_VISIBLE_DEVICES)`` of each worker.
 
@@ -177,9 +286,9 @@ def worker_devices(device: str | None, workers: int | None) -> list[tuple[str | 
 
 def worker_main(argv: list[str] | None = None) -> None:
     """A worker process (``python -m kdbench.benchmark.executors RUN_DIR DEVICE THREADS``): runs
-    the jobs named on its stdin (``<job-id> <failed-since>`` lines), one at a time, until stdin
-    closes, and reports on its stdout as JSON lines (ready, progress, finished); anything the
-    jobs print goes to stderr."""
+    the units named on its stdin (``<job-id>[,<job-id>…] <failed-since>`` lines: one job, or a
+    lockstep group), one at a time, until stdin closes, and reports on its stdout as JSON lines
+    (ready, progress, each job's outcome, the unit's end); anything the jobs print goes to stderr."""
     import sys
 
     run_dir, device, threads = argv or sys.argv[1:]
@@ -198,39 +307,39 @@ def worker_main(argv: list[str] | None = None) -> None:
     send(ready=True)
     with notes_once(Console(stderr=True)):
         for line in sys.stdin:
-            job_id, since = line.split()
-            last = [0.0]
+            ids, since = line.split()
+            unit = [jobs[job_id] for job_id in ids.split(",")]
+            last: dict[str, float] = {}
 
-            def progress(step: int, total: int) -> None:
-                if time.monotonic() - last[0] > 0.5 or step == total:
-                    last[0] = time.monotonic()
+            def progress(job_id: str, step: int, total: int) -> None:
+                if time.monotonic() - last.get(job_id, 0.0) > 0.5 or step == total:
+                    last[job_id] = time.monotonic()
                     send(job=job_id, step=step, total=total)
 
             try:
-                status, error = claim_and_run(store, jobs[job_id], dev, progress,
-                                              float(since) if since != "-" else None), ""
+                outcomes = claim_and_run_unit(store, unit, dev, progress,
+                                              {j.id: float(since) for j in unit} if since != "-" else None)
             except Exception as exc:
-                status, error = "failed", failure_message(exc)
-            send(job=job_id, status=status, error=error)
+                outcomes = [(j.id, "failed", failure_message(exc)) for j in unit]
+            for job_id, status, error in outcomes:
+                send(job=job_id, status=status, error=error)
+            send(unit_done=True)
 
 
 class InProcess:
-    """One slot: each job runs here, in this process, when it is submitted."""
+    """One slot: each unit runs here, in this process, when it is submitted.  The slot is busy
+    until its outcomes are polled, so that each job's line is told when it ends, before the
+    next unit starts (and its time is its own)."""
 
     def __init__(self, store: RunStore, device: torch.device, progress: Callable[[str, int, int], None]):
         self.store, self.device, self.progress = store, device, progress
-        self.outcomes: list[tuple[str, str, str]] = []
+        self.outcomes: list[Outcome] = []
 
     def free(self) -> bool:
-        return True
+        return not self.outcomes
 
-    def submit(self, job: Job, failed_since: float | None) -> None:
-        try:
-            status = claim_and_run(self.store, job, self.device,
-                                   lambda step, total: self.progress(job.id, step, total), failed_since)
-            self.outcomes.append((job.id, status, ""))
-        except RunFailure as exc:
-            self.outcomes.append((job.id, "failed", str(exc)))
+    def submit(self, unit: list[Job], failed_since: dict[str, float]) -> None:
+        self.outcomes += claim_and_run_unit(self.store, unit, self.device, self.progress, failed_since)
 
     def poll(self, timeout: float) -> list[tuple[str, str, str]]:
         if not self.outcomes:
@@ -278,10 +387,11 @@ class WorkerPool:
     def free(self) -> bool:
         return any(w["job"] is None for w in self.workers)
 
-    def submit(self, job: Job, failed_since: float | None) -> None:
+    def submit(self, unit: list[Job], failed_since: dict[str, float]) -> None:
         worker = next(w for w in self.workers if w["job"] is None)
-        worker["job"] = job
-        worker["process"].stdin.write(f"{job.id} {failed_since if failed_since is not None else '-'}\n")
+        worker["job"], worker["reported"] = unit, set()
+        since = min((failed_since[j.id] for j in unit if j.id in failed_since), default=None)
+        worker["process"].stdin.write(f"{','.join(j.id for j in unit)} {since if since is not None else '-'}\n")
         worker["process"].stdin.flush()
 
     def poll(self, timeout: float) -> list[tuple[str, str, str]]:
@@ -291,8 +401,10 @@ class WorkerPool:
             while True:
                 if "ready" in message:
                     worker["ready"] = True
-                elif "status" in message:
+                elif "unit_done" in message:
                     worker["job"] = None
+                elif "status" in message:
+                    worker["reported"].add(message["job"])
                     out.append((message["job"], message["status"], message["error"]))
                 else:
                     self.progress(message["job"], message["step"], message["total"])
@@ -306,13 +418,13 @@ class WorkerPool:
             if not worker["ready"]:
                 raise RunFailure(f"a worker process could not start (exit code {process.returncode}); "
                                  "its error is above")
-            if job is not None:
-                if self.store.is_done(job.id):
-                    out.append((job.id, "done", ""))
+            for unfinished in [j for j in job or () if j.id not in worker["reported"]]:
+                if self.store.is_done(unfinished.id):
+                    out.append((unfinished.id, "done", ""))
                 else:
                     message = f"its worker process died (exit code {process.returncode}; out of memory?)"
-                    self.store.record_failure(job, message, message + "\n")
-                    out.append((job.id, "failed", message))
+                    self.store.record_failure(unfinished, message, message + "\n")
+                    out.append((unfinished.id, "failed", message))
             self.workers[i] = self._start(worker["device"])
         return out
 
@@ -338,16 +450,21 @@ class WorkerPool:
 
 
 def run_local(jobs: list[Job], store: RunStore, slots, finished: Callable[[Job, str, str], None],
-              started: Callable[[Job], None] = lambda job: None) -> None:
+              started: Callable[[Job], None] = lambda job: None, lockstep: int = 1) -> None:
     """Run ``jobs`` (unfinished jobs in dependency order) on ``slots`` (:class:`InProcess` or
-    :class:`WorkerPool`): a job starts when its dependencies are done, a failed or skipped
-    dependency skips it, a job running elsewhere is looked at again every :data:`POLL_SECONDS`.
+    :class:`WorkerPool`), as units of work (:func:`~kdbench.benchmark.lockstep.lockstep_units`:
+    lockstep groups of at most ``lockstep`` students): a unit starts when its jobs' dependencies
+    are done, a failed or skipped dependency skips a job, a job running elsewhere is looked at
+    again every :data:`POLL_SECONDS` (alone).
 
     ``finished(job, status, error)`` is called once per job with ``"done"``, ``"already done"``,
     ``"failed"`` or ``"skipped"``.
     """
+    from kdbench.benchmark.lockstep import lockstep_units
+
     by_id = {j.id: j for j in jobs}
     state = {j.id: "pending" for j in jobs}
+    units = lockstep_units(jobs, lockstep)
     elsewhere: dict[str, float] = {}
     tried: dict[str, float] = {}
 
@@ -356,20 +473,21 @@ def run_local(jobs: list[Job], store: RunStore, slots, finished: Callable[[Job, 
 
     try:
         while any(s in ("pending", "running") for s in state.values()):
-            for job in jobs:
-                if state[job.id] != "pending":
-                    continue
-                if any(state.get(d) in ("failed", "skipped") for d in job.deps):
-                    state[job.id] = "skipped"
-                    finished(job, "skipped", "")
-                    continue
-                if not all(ok(d) for d in job.deps) or time.monotonic() - tried.get(job.id, -1e9) < POLL_SECONDS:
+            for unit in units:
+                for job in unit:
+                    if state[job.id] == "pending" and any(state.get(d) in ("failed", "skipped") for d in job.deps):
+                        state[job.id] = "skipped"
+                        finished(job, "skipped", "")
+                ready = [j for j in unit if state[j.id] == "pending" and all(ok(d) for d in j.deps)
+                         and time.monotonic() - tried.get(j.id, -1e9) >= POLL_SECONDS]
+                if not ready:
                     continue
                 if not slots.free():
                     break
-                state[job.id] = "running"
-                started(job)
-                slots.submit(job, elsewhere.get(job.id))
+                for job in ready:
+                    state[job.id] = "running"
+                    started(job)
+                slots.submit(ready, elsewhere)
             for job_id, status, error in slots.poll(POLL_SECONDS if "running" in state.values() else 0.05):
                 if status == "running elsewhere":
                     state[job_id] = "pending"

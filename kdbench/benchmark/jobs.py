@@ -29,6 +29,7 @@ from kdbench.datasets.base import Case
 from kdbench.errors import CheckpointError
 from kdbench.lock import environment_drift
 from kdbench.methods import create_method
+from kdbench.methods.base import Method
 from kdbench.models import create_model
 from kdbench.registry import Registry
 
@@ -174,15 +175,28 @@ def _train(job, store: RunStore, model: nn.Module, out: Path, device: torch.devi
     config = job.config
     cases = load_cases(config, "train")
     checkpoint = store.checkpoint_dir(job.id)
-    extra.update(data=training_data(config, cases), checkpoint=checkpoint,
-                 checkpoint_every=float(os.environ.get("KDBENCH_CHECKPOINT_SECONDS", 300)),
+    extra.update(data=training_data(config, cases), checkpoint=checkpoint, checkpoint_every=checkpoint_seconds(),
                  compile=bool(store.options.get("compile", False)))
-    log = checkpoint / "log.jsonl"  # beside the resumable state, so a kill keeps the history
     summary = train_model(model, cases, config["train"], training_seed(config), device,
-                          log=JsonLog(log), progress=progress, **extra)
-    shutil.copyfile(log, out / "log.jsonl")
-    torch.save(model.state_dict(), out / CHECKPOINT)
+                          log=JsonLog(checkpoint / LOG), progress=progress, **extra)
+    _trained_outputs(store, job, model, out)
     return {"train_cases": len(cases), **summary}
+
+
+LOG = "log.jsonl"
+"""A training job's log: beside its resumable state while it trains (a kill keeps the history),
+then in the job directory."""
+
+
+def checkpoint_seconds() -> float:
+    """Seconds between two saves of a training job's resumable state (``KDBENCH_CHECKPOINT_SECONDS``, 300)."""
+    return float(os.environ.get("KDBENCH_CHECKPOINT_SECONDS", 300))
+
+
+def _trained_outputs(store: RunStore, job, model: nn.Module, out: Path) -> None:
+    """Copy the job's log into ``out`` and save the weights (``checkpoint.pt``, weights only)."""
+    shutil.copyfile(store.checkpoint_dir(job.id) / LOG, out / LOG)
+    torch.save(model.state_dict(), out / CHECKPOINT)
 
 
 def training_seed(config: dict) -> int:
@@ -215,22 +229,74 @@ def run_assistant(job, store: RunStore, out: Path, device: torch.device, progres
     return _train(job, store, model, out, device, progress, batch_transform=transform)
 
 
-@register_job_kind("student")
-def run_student(job, store: RunStore, out: Path, device: torch.device, progress) -> dict:
-    """Distil a student with its method from its teacher source (none for ``none``)."""
+def _student(job, store: RunStore, teacher: nn.Module | None) -> tuple[nn.Module, Method]:
+    """The student network and its method, built from the job's seed.  The teacher is loaded
+    before (its build draws from the random stream), so the student and the method's own
+    parameters (adapters) start alike whatever teacher they are paired with, alone or in lockstep."""
     config = job.config
     seed_everything(config["seed"])
     model = build_model(config["model"])
-    teacher = load_trained(store, config["teacher"], device) if config["teacher"] else None
     method = create_method(config["method"]["name"], student_roles=model.feature_roles,
                            teacher_roles=getattr(teacher, "feature_roles", None),
                            num_classes=config["model"]["num_classes"], **config["method"]["params"])
     init = method.initial_weights(store, config) if hasattr(method, "initial_weights") else None
     if init is not None:
         model.load_state_dict(torch.load(init, map_location="cpu", weights_only=True))
+    return model, method
+
+
+@register_job_kind("student")
+def run_student(job, store: RunStore, out: Path, device: torch.device, progress) -> dict:
+    """Distil a student with its method from its teacher source (none for ``none``)."""
+    config = job.config
+    teacher = load_trained(store, config["teacher"], device) if config["teacher"] else None
+    model, method = _student(job, store, teacher)
     memory = _memory_profile(config, teacher, model, method, out, device)
     summary = _train(job, store, model, out, device, progress, method=method, teacher=teacher)
     return {**summary, "memory": memory} if memory else summary
+
+
+def run_lockstep(jobs: list, store: RunStore, device: torch.device,
+                 progress: Callable[[str, int, int], None] = lambda job, step, total: None
+                 ) -> dict[str, BaseException | None]:
+    """Train the student jobs of one lockstep group together (:func:`~kdbench.benchmark.lockstep.lockstep_key`:
+    one teacher source, data, fold, seed and recipe) and put each finished one in place as
+    :func:`execute_job` would, ``job.json`` recording the group (``lockstep``).
+
+    The caller holds every job's claim.  Returns each job's error (``None``: done); a job that
+    fails (diverges) fails alone and the others finish.
+    """
+    from kdbench.benchmark.train import Member, train_models
+    from kdbench.datasets.patches import training_data
+
+    started = time.time()
+    config = jobs[0].config
+    teacher = load_trained(store, config["teacher"], device) if config["teacher"] else None
+    members = []
+    for job in jobs:
+        model, method = _student(job, store, teacher)
+        members.append(Member(model, method, log=JsonLog(store.checkpoint_dir(job.id) / LOG),
+                              progress=lambda step, total, job=job: progress(job.id, step, total),
+                              checkpoint=store.checkpoint_dir(job.id)))
+    cases = load_cases(config, "train")
+    summaries = train_models(members, cases, config["train"], training_seed(config), device, teacher,
+                             data=training_data(config, cases), checkpoint_every=checkpoint_seconds(),
+                             compile=bool(store.options.get("compile", False)))
+    errors: dict[str, BaseException | None] = {}
+    for job, member, summary in zip(jobs, members, summaries):
+        if member.error is not None:
+            errors[job.id] = member.error
+            continue
+        try:
+            with store.staging(job.id) as out:
+                _trained_outputs(store, job, member.model, out)
+                _write_record(job, out, {"train_cases": len(cases), **summary}, device, started,
+                              lockstep=[j.id for j in jobs])
+            shutil.rmtree(store.checkpoint_dir(job.id), ignore_errors=True)
+            errors[job.id] = None
+        except Exception as exc:  # this job's outputs could not be written (a full disk): it alone fails
+            errors[job.id] = exc
+    return errors
 
 
 def _memory_profile(config: dict, teacher, model: nn.Module, method, out: Path, device: torch.device) -> dict | None:
@@ -298,10 +364,14 @@ def execute_job(job, store: RunStore, device: torch.device, progress=lambda step
     started = time.time()
     run = JOB_KINDS.get(job.kind).obj
     with store.staging(job.id) as out:
-        summary = run(job, store, out, device, progress)
-        record = {**job.to_dict(), "summary": summary, "device": device_name(device),
-                  "threads": torch.get_num_threads(), "torch": torch.__version__,
-                  "environment": environment_drift()["differs"], "started": started,
-                  "seconds": round(time.time() - started, 3)}
-        write_atomic(out / "job.json", json.dumps(record, indent=2, default=str))
+        _write_record(job, out, run(job, store, out, device, progress), device, started)
     shutil.rmtree(store.checkpoint_dir(job.id), ignore_errors=True)
+
+
+def _write_record(job, out: Path, summary: dict, device: torch.device, started: float, **extra) -> None:
+    """``job.json``: the job, its summary, where and with what it ran, when and for how long."""
+    record = {**job.to_dict(), "summary": summary, "device": device_name(device),
+              "threads": torch.get_num_threads(), "torch": torch.__version__,
+              "environment": environment_drift()["differs"], "started": started,
+              "seconds": round(time.time() - started, 3), **extra}
+    write_atomic(out / "job.json", json.dumps(record, indent=2, default=str))

@@ -30,6 +30,7 @@ from rich.table import Table
 
 from kdbench.benchmark.executors import InProcess, WorkerPool, notes_once, run_local, set_threads, worker_devices
 from kdbench.benchmark.grid import GridSpec
+from kdbench.benchmark.lockstep import LOCKSTEP_MAX, lockstep_units
 from kdbench.benchmark.plan import Plan, build_plan
 from kdbench.benchmark.profile import device_name, resolve_device
 from kdbench.benchmark.store import RunStore, write_atomic
@@ -167,7 +168,7 @@ class Eta:
 def run_grid(grid: GridSpec, out: str | Path = "runs", budget: str | None = None, device: str | None = None,
              dry_run: bool = False, console: Console | None = None, threads: int | None = None,
              workers: int | None = None, executor: str = "local", executor_options: dict | None = None,
-             compile: bool = False) -> RunResult:
+             compile: bool = False, lockstep: int = LOCKSTEP_MAX) -> RunResult:
     """Plan ``grid`` and run every job whose result is missing; render the leaderboard.
 
     ``threads`` sets torch's intra-op thread count for this process and every worker (on a
@@ -176,7 +177,9 @@ def run_grid(grid: GridSpec, out: str | Path = "runs", budget: str | None = None
     GPU, else 1; one runs in this process).  ``executor="slurm"`` submits the plan to Slurm
     with ``executor_options`` (partition, time, gpus, account; see
     :func:`kdbench.benchmark.slurm.run_on_slurm`).  ``compile`` trains with ``torch.compile``;
-    it is saved in ``plan.json`` under ``options``.
+    it is saved in ``plan.json`` under ``options``.  ``lockstep`` students of one teacher
+    source, data, fold, seed and recipe train together, sharing each batch and teacher forward
+    (:mod:`kdbench.benchmark.lockstep`; 1: each alone).
     """
     from kdbench.benchmark.estimate import estimate_lines, estimate_plan
     from kdbench.leaderboards.render import write_leaderboard
@@ -201,11 +204,14 @@ def run_grid(grid: GridSpec, out: str | Path = "runs", budget: str | None = None
                 for line in estimate_lines(estimate_plan(plan.jobs, todo, dev), plan.budget, dev_name, len(slots),
                                            len(todo)):
                     console.print(line, highlight=False)
+            console.print(lockstep_line(todo, lockstep), highlight=False)
             console.print(plan_table(plan, store))
             return result
         run_dir.mkdir(parents=True, exist_ok=True)
         store.clean_staging()
-        save_plan(plan, run_dir, dev_name, {"compile": compile})
+        if lockstep < 1:
+            raise ConfigError(f"--lockstep {lockstep}: must be at least 1 (1 trains each student alone)")
+        save_plan(plan, run_dir, dev_name, {"compile": compile, "lockstep": lockstep})
         if executor == "slurm":
             given = {k: v for k, v in {"threads": threads, "device": device}.items() if v is not None}
             _run_slurm(plan, store, {**given, **(executor_options or {})}, result, console)
@@ -213,7 +219,7 @@ def run_grid(grid: GridSpec, out: str | Path = "runs", budget: str | None = None
             for line in estimate_lines(estimate_plan(plan.jobs, todo, dev), plan.budget, dev_name, len(slots),
                                            len(todo)):
                 console.print(line, highlight=False)
-            _execute(plan, store, dev, dev_name, slots, threads, result, console)
+            _execute(plan, store, dev, dev_name, slots, threads, result, console, lockstep)
         if result.failed:
             console.print(f"[red]{len(result.failed)} job(s) failed[/], {len(result.skipped)} skipped; "
                           f"tracebacks in {run_dir / 'failed'}")
@@ -234,8 +240,20 @@ def _run_slurm(plan: Plan, store: RunStore, options: dict, result: RunResult, co
             result.failed[job_id] = status.split(":", 1)[-1].strip() or status
 
 
+def lockstep_line(jobs: list, lockstep: int) -> str:
+    """One line: how the students among ``jobs`` are grouped to share their teacher's forward."""
+    groups = [u for u in lockstep_units(jobs, lockstep) if u[0].kind == "student"]
+    together = [len(u) for u in groups if len(u) > 1]
+    if not together:
+        return "lockstep: every student trains alone"
+    alone = sum(1 for u in groups if len(u) == 1)
+    return (f"lockstep: {sum(together)} students in {len(together)} group(s) of {', '.join(map(str, together))} "
+            f"sharing each batch and teacher forward (at most {lockstep}; --lockstep 1: each alone)"
+            + (f"; {alone} alone" if alone else ""))
+
+
 def _execute(plan: Plan, store: RunStore, dev: torch.device, dev_name: str, slots: list, threads: int | None,
-             result: RunResult, console: Console) -> None:
+             result: RunResult, console: Console, lockstep: int = LOCKSTEP_MAX) -> None:
     todo = [j for j in plan.jobs if not store.is_done(j.id)]
     result.done = [j.id for j in plan.jobs if store.is_done(j.id)]
     where = dev_name if len(slots) == 1 else f"{len(slots)} workers ({', '.join(sorted({_slot(s) for s in slots}))})"
@@ -243,6 +261,7 @@ def _execute(plan: Plan, store: RunStore, dev: torch.device, dev_name: str, slot
                   f"{len(todo)} to run on {escape(where)} (budget {plan.budget}) → {store.root}", highlight=False)
     for line in effective_lines(plan):
         console.print(escape(line), highlight=False)
+    console.print(lockstep_line(todo, lockstep), highlight=False)
     eta = Eta(todo, len(slots))
     started = time.time()
     live = console.is_terminal
@@ -284,7 +303,7 @@ def _execute(plan: Plan, store: RunStore, dev: torch.device, dev_name: str, slot
                                        f"{_clock(time.time() - started)} · {eta.text()}", highlight=False)
 
         runner = InProcess(store, dev, advance) if len(slots) == 1 else WorkerPool(store, slots, threads, advance)
-        run_local(todo, store, runner, finished, begin)
+        run_local(todo, store, runner, finished, begin, lockstep)
 
 
 def _slot(slot: tuple[str | None, str | None]) -> str:

@@ -1,7 +1,9 @@
 """Run a grid's jobs on a Slurm cluster through submitit (``kdbench run --executor slurm``).
 
-Every kdbench job that is not finished becomes one Slurm job, submitted with submitit in
-the plan's order.  A job's dependencies become Slurm dependencies (``afterok``), so Slurm
+Every unit of work that is not finished becomes one Slurm job, submitted with submitit in
+the plan's order: a kdbench job, or the students of a lockstep group
+(:mod:`kdbench.benchmark.lockstep`), which train together in one Slurm job and share their
+teacher's forward.  A job's dependencies become Slurm dependencies (``afterok``), so Slurm
 starts it only once they succeeded, and ``--kill-on-invalid-dep=yes`` cancels it as soon
 as one of them failed (it is reported ``skipped``).  Each Slurm job runs
 :func:`kdbench.benchmark.executors.run_job` on the shared run directory: results land
@@ -36,6 +38,7 @@ from rich.console import Console
 from rich.markup import escape
 from submitit.core.utils import FailedJobError
 
+from kdbench.benchmark.lockstep import LOCKSTEP_MAX, lockstep_units
 from kdbench.benchmark.plan import Plan
 from kdbench.benchmark.store import RunStore, one_line, write_atomic
 from kdbench.errors import ConfigError
@@ -57,23 +60,32 @@ def merged_options(plan: Plan, options: dict | None) -> dict:
 
 
 class SlurmTask(submitit.helpers.Checkpointable):
-    """What one Slurm job runs: ``run_job(run_dir, job_id)``, returning its status.
+    """What one Slurm job runs: a unit of work, ``run_job(run_dir, job_id)`` for one job (its
+    status; a failure is raised, so that ``afterok`` holds its dependants) or ``run_jobs`` for
+    the students of a lockstep group (their statuses; a student that fails is recorded and
+    fails alone, its dependants are cancelled by the submitting process).
 
-    While another process outside this submission holds the job's claim (``"running
+    While another process outside this submission holds a job's claim (``"running
     elsewhere"``), it waits and tries again, so the jobs depending on it start only once
     it is finished.  Being checkpointable, it is requeued on a time-out or pre-emption.
     """
 
-    def __init__(self, run_dir: Path, job_id: str, device: str | None, threads: int | None, poll: float):
-        self.run_dir, self.job_id, self.device, self.threads, self.poll = run_dir, job_id, device, threads, poll
+    def __init__(self, run_dir: Path, job_ids: list[str], device: str | None, threads: int | None, poll: float):
+        self.run_dir, self.job_ids, self.device, self.threads, self.poll = run_dir, job_ids, device, threads, poll
 
-    def __call__(self) -> str:
-        from kdbench.benchmark.executors import run_job
+    def __call__(self) -> str | dict[str, str]:
+        from kdbench.benchmark.executors import run_job, run_jobs
 
+        todo, statuses = list(self.job_ids), {}
         while True:
-            status = run_job(self.run_dir, self.job_id, device=self.device, threads=self.threads)
-            if status != "running elsewhere":
-                return status
+            if len(self.job_ids) == 1:
+                statuses[todo[0]] = run_job(self.run_dir, todo[0], device=self.device, threads=self.threads)
+            else:
+                statuses.update({job_id: status for job_id, status, _ in
+                                 run_jobs(self.run_dir, todo, device=self.device, threads=self.threads)})
+            todo = [job_id for job_id in todo if statuses[job_id] == "running elsewhere"]
+            if not todo:
+                return statuses[self.job_ids[0]] if len(self.job_ids) == 1 else statuses
             time.sleep(self.poll)
 
 
@@ -160,23 +172,27 @@ def run_on_slurm(plan: Plan, store: RunStore, options: dict | None, console: Con
     adopted = len(jobs)
     parameters = _slurm_parameters(options)
     root = store.root.absolute()
-    for job in todo:
-        if job.id in jobs:
-            continue
-        deps = [jobs[d].job_id for d in job.deps if d in jobs]
+    submitted = []
+    for unit in lockstep_units([j for j in todo if j.id not in jobs], int(store.options.get("lockstep", LOCKSTEP_MAX))):
+        deps = list(dict.fromkeys(jobs[d].job_id for job in unit for d in job.deps if d in jobs))
         try:
-            task = SlurmTask(root, job.id, options.get("device"), threads, poll)
-            jobs[job.id] = _submit(executor, task, f"kdbench:{job.id}", parameters, deps)
+            task = SlurmTask(root, [j.id for j in unit], options.get("device"), threads, poll)
+            sjob = _submit(executor, task, f"kdbench:{unit[0].id}" + (f"+{len(unit) - 1}" if len(unit) > 1 else ""),
+                           parameters, deps)
         except (FailedJobError, OSError) as exc:  # sbatch's own message
-            for sjob in list(jobs.values())[adopted:]:
+            for sjob in submitted:
                 sjob.cancel(check=False)
-            raise ConfigError(f"--executor slurm: sbatch refused job {job.id} "
+            raise ConfigError(f"--executor slurm: sbatch refused job {unit[0].id} "
                               f"({', '.join(f'{k}={v}' for k, v in parameters.items()) or 'no options'}): "
                               f"{one_line(str(exc))}") from None
-        previous[job.id] = jobs[job.id].job_id
+        submitted.append(sjob)
+        for job in unit:  # a lockstep group is one Slurm job
+            jobs[job.id] = sjob
+            previous[job.id] = sjob.job_id
         write_atomic(folder / "jobs.json", json.dumps(previous, indent=2))
     where = ", ".join(f"{k} {v}" for k, v in parameters.items()) or "the default partition"
-    console.print(f"Slurm: {len(jobs) - adopted} job(s) submitted, {adopted} still queued from an earlier "
+    console.print(f"Slurm: {len(submitted)} Slurm job(s) submitted for {len(jobs) - adopted} job(s), {adopted} "
+                  f"still queued from an earlier "
                   f"submission ({where}); logs in {folder}", highlight=False)
     return _wait(plan, store, jobs, statuses, poll, console)
 
@@ -219,11 +235,13 @@ def _wait(plan: Plan, store: RunStore, jobs: dict[str, submitit.SlurmJob], statu
 
 def _outcome(job, sjob: submitit.SlurmJob, state: str, statuses: dict[str, str], store: RunStore) -> str:
     """The status of a finished Slurm job: ``run_job``'s, its failure, or ``skipped``."""
+    if store.is_done(job.id):
+        return "done"
     if sjob.paths.result_pickle.exists():
         error = sjob.exception()
-        if error is None:
-            return "done"  # "done" or "already done"
-        record = store.failures().get(job.id)  # run_job records a failing job itself
+        if error is None and not store.failures().get(job.id):
+            return "done"  # "already done" elsewhere
+        record = store.failures().get(job.id)  # run_job(s) records a failing job itself
         if record:
             return f"failed: {record['error']}"
         message, log = _error_line(str(error)), str(error)

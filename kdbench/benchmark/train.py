@@ -20,6 +20,7 @@ import random
 import time
 import warnings
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -129,12 +130,44 @@ def _kept(t: torch.Tensor) -> torch.Tensor:
     return t.float() if t.dtype != torch.float32 else t.clone()
 
 
+class TeacherForward:
+    """The teacher's side of a distillation step: ``forward(image, label) -> Outputs``.
+
+    The teacher runs in inference mode (bf16 autocast on CUDA) and only the features in
+    ``taps`` are kept, copied to fp32; a teacher with ``soft_targets(image, label, taps)`` (a
+    PLC-KD team) gives label-aware outputs instead.  Students trained in lockstep share one
+    forward with the union of their methods' taps (:func:`train_models`): the teacher's
+    output depends on the batch alone, never on a student.  Call :meth:`close` to remove its
+    feature hooks.
+    """
+
+    def __init__(self, teacher: nn.Module, taps: tuple[str, ...], device: torch.device, compile: bool = False):
+        self.teacher, self.taps = teacher, tuple(dict.fromkeys(taps))
+        self.soft = hasattr(teacher, "soft_targets")
+        self.hooks = None if self.soft else FeatureTaps(teacher, self.taps)
+        self.net = torch.compile(teacher) if compile and not self.soft else teacher
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=torch.device(device).type == "cuda")
+
+    def __call__(self, image: torch.Tensor, label: torch.Tensor) -> Outputs:
+        with torch.inference_mode(), self.autocast:
+            if self.soft:
+                out = self.teacher.soft_targets(image, label, self.taps)
+            else:
+                out = Outputs(self.net(image), dict(self.hooks.features))
+                self.hooks.features.clear()
+        return Outputs(_kept(out.logits), {k: _kept(v) for k, v in out.features.items()})
+
+    def close(self) -> None:
+        if self.hooks is not None:
+            self.hooks.close()
+
+
 class DistillStep:
     """One optimisation step of ``model`` on a batch: ``step(image, label, step, total)``.
 
-    The teacher (when ``method`` needs one) runs in inference mode and only the features the
-    method taps are kept, copied to fp32; a teacher with ``soft_targets(image, label, taps)``
-    (a PLC-KD team) gives label-aware outputs instead.  The student runs with its taps, its
+    The teacher (when ``method`` needs one) runs through a :class:`TeacherForward` with the
+    method's taps; pass ``teacher_out`` to a step to use a forward shared with other students
+    instead (then build the step without a teacher).  The student runs with its taps, its
     segmentation loss (``seg_loss``, may be ``None``) and the method's terms are summed,
     back-propagated and stepped; then ``method.after_step`` runs.  On CUDA both forwards run
     under bf16 autocast (channels-last memory format was measured slower on an H100 for the
@@ -149,27 +182,22 @@ class DistillStep:
         self.model, self.optimizer, self.method, self.seg_loss = model, optimizer, method, seg_loss
         self.device = torch.device(device)
         self.taps = tuple(method.taps) if method is not None else ()
-        self.teacher = teacher if teacher is not None and method is not None and method.requires_teacher else None
-        self.soft = self.teacher is not None and hasattr(self.teacher, "soft_targets")
+        self.needs_teacher = method is not None and method.requires_teacher
+        self.teacher = TeacherForward(teacher, self.taps, self.device, compile) \
+            if teacher is not None and self.needs_teacher else None
         self.student_taps = FeatureTaps(model, self.taps)
-        self.teacher_taps = FeatureTaps(self.teacher, self.taps) if self.teacher is not None and not self.soft \
-            else None
         self.student = torch.compile(model) if compile else model
-        self.teacher_net = torch.compile(self.teacher) if compile and self.teacher_taps is not None else self.teacher
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
 
-    def _teacher(self, image: torch.Tensor, label: torch.Tensor) -> Outputs:
-        with torch.inference_mode(), self.autocast:
-            if self.soft:
-                out = self.teacher.soft_targets(image, label, self.taps)
-            else:
-                out = Outputs(self.teacher_net(image), dict(self.teacher_taps.features))
-                self.teacher_taps.features.clear()
-        return Outputs(_kept(out.logits), {k: _kept(v) for k, v in out.features.items()})
-
-    def __call__(self, image: torch.Tensor, label: torch.Tensor, step: int, total: int) -> dict[str, torch.Tensor]:
+    def __call__(self, image: torch.Tensor, label: torch.Tensor, step: int, total: int,
+                 teacher_out: Outputs | None = None) -> dict[str, torch.Tensor]:
         batch = Batch(image=image, label=label, step=step, total_steps=total)
-        teacher_out = self._teacher(image, label) if self.teacher is not None else None
+        if self.teacher is not None:
+            teacher_out = self.teacher(image, label)
+        elif teacher_out is not None:  # a forward shared by students in lockstep: this method's taps only
+            teacher_out = Outputs(teacher_out.logits, {k: v for k, v in teacher_out.features.items() if k in self.taps})
+        if not self.needs_teacher:
+            teacher_out = None
         with self.autocast:
             logits = self.student(image)
             student_out = Outputs(logits.float(), {k: v.float() for k, v in self.student_taps.features.items()})
@@ -189,8 +217,8 @@ class DistillStep:
     def close(self) -> None:
         """Remove the feature hooks from the networks."""
         self.student_taps.close()
-        if self.teacher_taps is not None:
-            self.teacher_taps.close()
+        if self.teacher is not None:
+            self.teacher.close()
 
     def __enter__(self) -> "DistillStep":
         return self
@@ -239,14 +267,44 @@ def _rng_state(generator: torch.Generator, device: torch.device) -> dict:
             "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []}
 
 
-def _set_rng_state(state: dict, generator: torch.Generator) -> None:
+def _set_rng_state(state: dict, generator: torch.Generator, keep_generator: bool = False) -> None:
+    """Restore the random states of :func:`_rng_state` (all but ``generator`` with ``keep_generator``)."""
     name, keys, pos, has_gauss, cached = state["numpy"]
     random.setstate(state["python"])
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
-    generator.set_state(state["generator"])
+    if not keep_generator:
+        generator.set_state(state["generator"])
     if state["cuda"]:
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class Member:
+    """One network trained by :func:`train_models`: a teacher, an assistant, or a student with its
+    ``method``; ``log`` and ``progress`` are its own, ``checkpoint`` the directory of its resumable
+    state (``None``: not resumable)."""
+
+    model: nn.Module
+    method: Method | None = None
+    supervised: str = "dice_ce"
+    log: Callable[[dict], None] = lambda record: None
+    progress: Callable[[int, int], None] = lambda step, total: None
+    checkpoint: Path | None = None
+    # set by train_models
+    optimizer: torch.optim.Optimizer | None = None
+    train_step: DistillStep | None = None
+    rng: dict | None = None
+    step: int = 0
+    epoch: int = 0
+    terms: dict = field(default_factory=lambda: defaultdict(list))
+    pending: list = field(default_factory=list)
+    final: dict = field(default_factory=dict)
+    error: BaseException | None = None
+
+    @property
+    def path(self) -> Path | None:
+        return Path(self.checkpoint) / CHECKPOINT if self.checkpoint is not None else None
 
 
 def train_model(
@@ -266,22 +324,57 @@ def train_model(
     checkpoint_every: float = 300.0,
     compile: bool = False,
 ) -> dict:
-    """Train ``model`` (a teacher, or a student distilled by ``method`` from ``teacher``).
+    """Train ``model`` (a teacher, or a student distilled by ``method`` from ``teacher``): one
+    :class:`Member` of :func:`train_models`.  Returns its summary (steps, epochs, final loss
+    terms); raises its :class:`RunFailure`."""
+    member = Member(model, method, supervised, log, progress, checkpoint)
+    summary = train_models([member], cases, recipe, seed, device, teacher, batch_transform, data, checkpoint_every,
+                           compile)[0]
+    if member.error is not None:
+        raise member.error
+    return summary
+
+
+def train_models(
+    members: list[Member],
+    cases: list[Case],
+    recipe: dict,
+    seed: int,
+    device: torch.device,
+    teacher: nn.Module | None = None,
+    batch_transform: Callable | None = None,
+    data: Dataset | None = None,
+    checkpoint_every: float = 300.0,
+    compile: bool = False,
+) -> list[dict | None]:
+    """Train ``members`` in lockstep on the same batches: each batch is loaded and augmented
+    once, the teacher runs once (:class:`TeacherForward`, the union of the methods' taps), and
+    each member takes its own step with its own optimiser and its own random stream.
 
     ``recipe`` is a resolved :class:`~kdbench.benchmark.grid.TrainSpec` dict; ``data`` the
-    ``(image, label)`` samples (default: the slices of ``cases``); ``supervised`` the loss on
-    the labels (a method's own ``seg_loss`` wins); ``batch_transform(image, label, generator)
-    -> (image, label)`` rewrites each augmented batch (PLC-KD's assistants train on FIG or BT
+    ``(image, label)`` samples (default: the slices of ``cases``); a member's ``supervised``
+    loss (a method's own ``seg_loss`` wins); ``batch_transform(image, label, generator) ->
+    (image, label)`` rewrites each augmented batch (PLC-KD's assistants train on FIG or BT
     images).  Each step is a :class:`DistillStep` (``compile`` is passed on).  Loss terms are
     read on the host every :data:`LOG_EVERY` steps and at each epoch's end, where a ``step``
-    record (steps 1, 50, 100, ...) and an ``epoch`` record (means) are logged.
+    record (steps 1, 50, 100, ...) and an ``epoch`` record (means) are logged to the member's log.
 
-    With a ``checkpoint`` directory the resumable state (weights, optimiser, method, every
-    random state, step, epoch and the epoch's terms) is written there atomically at a step
-    boundary every ``checkpoint_every`` seconds, and a run that finds one resumes from it:
-    the final weights equal those of an uninterrupted run.  A checkpoint that cannot be used
-    is ignored with a warning.  Returns a summary (steps, epochs, final loss).  Raises
-    :class:`RunFailure` on a non-finite loss or non-finite weights.
+    **Equal to training alone.**  The batch order and augmentation come from ``(seed, epoch)``
+    and a generator seeded with ``seed``, so every member of a lockstep group sees the same
+    batches; the global random state (Python, NumPy, torch, CUDA), which weight noise and
+    methods draw from, is kept per member and swapped in around its step, each starting from
+    ``seed`` as a member trained alone does.  On the CPU a member's final weights therefore
+    equal those of the same member trained alone (tested tensor by tensor).
+
+    **Checkpoints.**  A member with a ``checkpoint`` directory saves its resumable state
+    (weights, optimiser, method, its random states and the shared generator, step, epoch, the
+    epoch's terms) there atomically every ``checkpoint_every`` seconds, and resumes from it:
+    members resumed at different steps wait (skip their steps) until the group reaches theirs.
+    A checkpoint that cannot be used is ignored with a warning.
+
+    **Failures.**  A member whose loss or weights become non-finite gets :attr:`Member.error` (a
+    :class:`RunFailure`) and leaves the group; the others train on.  Returns each member's
+    summary (steps, epochs, final terms), ``None`` for a failed one.
     """
     seed_everything(seed)
     data = SliceDataset(cases) if data is None else data
@@ -292,88 +385,133 @@ def train_model(
     total = recipe["epochs"] * per_epoch
     if recipe.get("max_steps"):
         total = min(total, recipe["max_steps"])
-    model.to(device).train()
-    params = list(model.parameters())
-    if method is not None:
-        method.to(device).train()
-        params += list(method.trainable_parameters())
     if teacher is not None:
         teacher.to(device).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
-    optimizer = make_optimizer(recipe["optimizer"], params, recipe["lr"], recipe["weight_decay"])
-    supervised = method.seg_loss if method is not None else supervised
-    seg_loss = SegLoss(supervised) if supervised != "none" else None
+    students = [m for m in members if m.method is not None and m.method.requires_teacher]
+    shared = TeacherForward(teacher, tuple(t for m in students for t in m.method.taps), device, compile) \
+        if teacher is not None and students else None
     aug = recipe.get("augmentation", {})
     generator = torch.Generator().manual_seed(seed)
-    path = Path(checkpoint) / CHECKPOINT if checkpoint is not None else None
+    start = _rng_state(generator, device)
+    group_step, group_epoch, group_generator = None, 0, start["generator"]
+    for m in members:
+        m.model.to(device).train()
+        params = list(m.model.parameters())
+        if m.method is not None:
+            m.method.to(device).train()
+            params += list(m.method.trainable_parameters())
+        m.optimizer = make_optimizer(recipe["optimizer"], params, recipe["lr"], recipe["weight_decay"])
+        supervised = m.method.seg_loss if m.method is not None else m.supervised
+        m.train_step = DistillStep(m.model, m.optimizer, m.method, None, SegLoss(supervised)
+                                   if supervised != "none" else None, device, compile)
+        _set_rng_state(start, generator)  # every member starts, or resumes, from the seeded state
+        resumed = _resume(m.path, device, seed, m.model, m.optimizer, m.method, generator, total) \
+            if m.path is not None else None
+        if resumed is not None:
+            m.step, m.epoch = resumed["step"], resumed["epoch"]
+            m.terms.update(resumed["terms"])
+            m.log({"event": "resume", "step": m.step, "epoch": m.epoch})
+            m.progress(m.step, total)
+        else:
+            m.log({"event": "start", "step": 0, "total": total})
+        m.rng = _rng_state(generator, device)
+        if group_step is None or m.step < group_step:
+            group_step, group_epoch, group_generator = m.step, m.epoch, m.rng["generator"]
+    step, epoch = group_step or 0, group_epoch
+    generator.set_state(group_generator)
 
-    step, epoch, epoch_terms, pending = 0, 0, defaultdict(list), []
-    resumed = _resume(path, device, seed, model, optimizer, method, generator, total) if path is not None else None
-    if resumed is not None:
-        step, epoch = resumed["step"], resumed["epoch"]
-        epoch_terms.update(resumed["terms"])
-        log({"event": "resume", "step": step, "epoch": epoch})
-        progress(step, total)
-    else:
-        log({"event": "start", "step": 0, "total": total})
-
-    def flush() -> None:
-        """Bring the pending steps' terms to the host (one transfer), check and log them."""
-        values = iter(torch.stack([v.float() for *_, terms in pending for v in terms.values()]).tolist())
-        records = [(s, e, lr, {k: next(values) for k in terms}) for s, e, lr, terms in pending]
-        pending.clear()
+    def flush(m: Member) -> None:
+        """Bring the member's pending terms to the host (one transfer), check and log them."""
+        values = iter(torch.stack([v.float() for *_, terms in m.pending for v in terms.values()]).tolist())
+        records = [(s, e, lr, {k: next(values) for k in terms}) for s, e, lr, terms in m.pending]
+        m.pending.clear()
         for s, e, lr, record in records:
             if not math.isfinite(record["loss"]):
                 shown = ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "loss")
                 raise RunFailure(f"non-finite loss at step {s} ({shown}; steps {records[0][0]}-{records[-1][0]} "
                                  "checked together)")
             for k, v in record.items():
-                epoch_terms[k].append(v)
+                m.terms[k].append(v)
             if s + 1 == 1 or (s + 1) % LOG_EVERY == 0:
-                log({"event": "step", "step": s + 1, "epoch": e, "lr": lr, **record})
+                m.log({"event": "step", "step": s + 1, "epoch": e, "lr": lr, **record})
+
+    def active() -> list[Member]:
+        return [m for m in members if m.error is None]
+
+    def guarded(m: Member, work: Callable[[], None]) -> None:
+        """Run ``work`` for ``m``; a failure of its own takes it out of the group."""
+        try:
+            work()
+        except RunFailure as exc:
+            m.error = exc
 
     saved = time.monotonic()
-    with DistillStep(model, optimizer, method, teacher, seg_loss, device, compile) as train_step:
-        while step < total:
+    try:
+        while step < total and active():
             batches.epoch, batches.skip = epoch, step - epoch * per_epoch
             for image, label in loader:
                 lr = lr_at(step, total, recipe["lr"], recipe["min_lr"], recipe["schedule"])
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
                 image, label = image.to(device, non_blocking=True), label.to(device, non_blocking=True)
                 image, label = augment_batch(image, label, generator, aug.get("rotate", True), aug.get("flip", True))
                 if batch_transform is not None:
                     image, label = batch_transform(image, label, generator)
-                pending.append((step, epoch, lr, train_step(image, label, step, total)))
+                running = [m for m in active() if m.step == step]  # members resumed ahead wait for the group
+                teacher_out = shared(image, label) if shared is not None and any(m in students for m in running) \
+                    else None
+                for m in running:
+                    _set_rng_state(m.rng, generator, keep_generator=True)
+                    for group in m.optimizer.param_groups:
+                        group["lr"] = lr
+                    m.pending.append((step, epoch, lr, m.train_step(image, label, step, total, teacher_out)))
+                    m.step += 1
+                    m.progress(m.step, total)
+                    if m.step == 1 or m.step % LOG_EVERY == 0:
+                        guarded(m, lambda: flush(m))
+                    m.rng = _rng_state(generator, device)
                 step += 1
-                progress(step, total)
-                if step == 1 or step % LOG_EVERY == 0:
-                    flush()
-                if path is not None and step < total and time.monotonic() - saved >= checkpoint_every:
-                    if pending:
-                        flush()
-                    _save(path, model, optimizer, method, generator, device, step, epoch, epoch_terms, total)
+                if step < total and time.monotonic() - saved >= checkpoint_every:
+                    for m in active():
+                        if m.path is not None and m.step == step:
+                            guarded(m, lambda: flush(m) if m.pending else None)
+                            if m.error is None:
+                                _save(m.path, m.model, m.optimizer, m.method, {**m.rng, "generator":
+                                      generator.get_state()}, step, epoch, m.terms, total)
                     saved = time.monotonic()
                 if step >= total:
                     break
-            if pending:
-                flush()
-            final = {k: float(np.mean(v)) for k, v in epoch_terms.items()}
-            log({"event": "epoch", "epoch": epoch, "step": step, **final})
-            epoch_terms.clear()
+            for m in active():
+                if m.step == step:
+                    guarded(m, lambda: flush(m) if m.pending else None)
+            for m in active():
+                if m.step == step:
+                    m.final = {k: float(np.mean(v)) for k, v in m.terms.items()}
+                    m.log({"event": "epoch", "epoch": epoch, "step": step, **m.final})
+                    m.terms.clear()
+                    m.epoch = epoch + 1
             epoch += 1
-    model.eval()
-    check_finite_weights(model)
-    return {"steps": step, "epochs": epoch, "final": final}
+    finally:
+        for m in members:
+            m.train_step.close()
+        if shared is not None:
+            shared.close()
+    summaries: list[dict | None] = []
+    for m in members:
+        m.model.eval()
+        if m.error is None:
+            guarded(m, lambda: check_finite_weights(m.model))
+        summaries.append({"steps": m.step, "epochs": m.epoch, "final": m.final} if m.error is None else None)
+    return summaries
 
 
 def _save(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, method: Method | None,
-          generator: torch.Generator, device: torch.device, step: int, epoch: int, terms: dict, total: int) -> None:
-    """Write the resumable training state to ``path`` atomically (fsynced, then renamed)."""
+          rng: dict, step: int, epoch: int, terms: dict, total: int) -> None:
+    """Write the resumable training state to ``path`` atomically (fsynced, then renamed); ``rng`` is
+    the member's random state (:func:`_rng_state`)."""
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "method": method.state_dict() if method is not None else {},
-             "rng": _rng_state(generator, device), "step": step, "epoch": epoch, "total": total,
+             "rng": rng, "step": step, "epoch": epoch, "total": total,
              "terms": {k: list(v) for k, v in terms.items()}}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
