@@ -50,6 +50,11 @@ def test_paper_on_a_cpu_warns_with_jobs_and_estimate():
     assert "budget paper on a CPU: 102 jobs, estimated ~3 weeks" in lines[1] and "--budget quick" in lines[1]
     assert len(estimate_lines(Estimate(10, "cuda"), "paper", "GPU", 1, 3)) == 1
     assert estimate_lines(Estimate(0, "cpu"), "paper", "CPU", 1, 0) == []
+    partial = estimate_lines(Estimate(7, "cpu", unknown=7), "quick", "CPU", 1, 10)
+    assert partial == ["estimated time: unknown: 7 of 10 jobs cannot be estimated yet (data not prepared, or a "
+                       "step failed); the other 3 take ~7 s on CPU"]
+    assert estimate_lines(Estimate(0, "cpu", unknown=4), "quick", "CPU", 2, 4)[0].endswith(
+        "(data not prepared, or a step failed) on CPU, 2 workers")
     assert [human(s) for s in (5, 600, 7200, 4 * 86400)] == ["~5 s", "~10 min", "~2.0 h", "~4 days"]
 
 

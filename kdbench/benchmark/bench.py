@@ -11,6 +11,8 @@
   separate jobs train them) against in lockstep (one batch and one teacher forward for all,
   :func:`~kdbench.benchmark.train.train_models`), for M = 1, 3, 6 and 12 methods, on the
   quickstart pair and on a paper pair (ENet from RA-UNet at 128 px);
+* preparing a folder of 256² RGB JPEG images with JPEG masks (Kvasir-SEG's layout and size),
+  which it writes: images per second and the cache's size against the decoded uint8 images;
 * planning a grid of about 1 000 jobs;
 * ``import kdbench`` and ``kdbench --help`` in fresh processes.
 
@@ -323,7 +325,7 @@ def run_bench(device: str | None = None, threads: int | None = None, steps: int 
     a JSON-serialisable dict: the device, threads, torch, CPU, date, the setting, per method
     ``kdbench_ms``, ``minimal_ms``, ``student_only_ms``, ``ratio`` (kdbench / minimal) and
     ``ratio_student_only`` (kdbench / student-only), ``plan_1000_jobs_s``, ``import_s``, ``help_s``,
-    and (``grid``) ``lockstep``: the grid figure of :func:`grid_figure`.
+    ``prepare`` (:func:`time_prepare`), and (``grid``) ``lockstep``: the grid figure of :func:`grid_figure`.
     """
     from kdbench.benchmark.profile import device_name, resolve_device
 
@@ -344,6 +346,7 @@ def run_bench(device: str | None = None, threads: int | None = None, steps: int 
                                    "ratio_student_only": figures["kdbench_ms"] / figures["student_only_ms"]}
     if grid:
         result["lockstep"] = grid_figure(dev, steps, quick)
+    result["prepare"] = time_prepare(20 if quick else PREPARE_IMAGES)
     seconds, jobs = time_plan(100 if quick else 1000)
     result.update(plan_1000_jobs_s=seconds, plan_jobs=jobs)
     repeat = 1 if quick else 3
@@ -427,6 +430,56 @@ def grid_figure(device: torch.device, steps: int, quick: bool = False) -> dict:
     return out
 
 
+# --------------------------------------------------------------------------- data preparation
+
+PREPARE_IMAGES = 400
+"""Images in the folder the preparation figure writes (``quick``: 20)."""
+
+
+def write_jpeg_folder(root: Path, count: int, size: int = 256) -> Path:
+    """``images/NAME.jpg`` (RGB, textured) and ``masks/NAME.jpg`` (a disc) at ``size``², as Kvasir-SEG ships."""
+    import numpy as np
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size]
+    for i in range(count):
+        cy, cx, r = rng.uniform(0.3, 0.7) * size, rng.uniform(0.3, 0.7) * size, rng.uniform(0.1, 0.25) * size
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 < r ** 2
+        base = rng.integers(60, 200, size=3)
+        image = np.clip(base + 40 * disc[..., None] + rng.normal(0, 12, (size, size, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(image).save(root / "images" / f"case{i:04d}.jpg", quality=90)
+        Image.fromarray((disc * 255).astype(np.uint8)).save(root / "masks" / f"case{i:04d}.jpg", quality=90)
+    return root
+
+
+def time_prepare(count: int, workers: int = 1) -> dict[str, float]:
+    """Prepare a freshly written folder of ``count`` 256² JPEG pairs (dataset ``folder``, image size 256)
+    into a fresh cache: images per second, cache MB, decoded uint8 MB and their ratio."""
+    import os
+    import tempfile
+    import warnings
+
+    from kdbench.datasets import create_dataset
+    from kdbench.datasets.prepare import prepare_dataset
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = write_jpeg_folder(Path(tmp) / "data", count)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the JPEG-mask note
+            dataset = create_dataset("folder", root=str(root), image_size=256, cache_dir=str(Path(tmp) / "cache"))
+            start = time.perf_counter()
+            folder = prepare_dataset(dataset, workers=workers)
+            seconds = time.perf_counter() - start
+        cache = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    decoded = count * 256 * 256 * 3
+    return {"images": count, "workers": workers, "seconds": seconds, "images_per_s": count / seconds,
+            "cache_mb": cache / 2**20, "decoded_mb": decoded / 2**20, "cache_to_decoded": cache / decoded,
+            "cpus": os.cpu_count() or 1}
+
+
 # --------------------------------------------------------------------------- reporting
 
 FIGURES = Path(__file__).resolve().parents[2] / "docs-results" / "bench"
@@ -455,6 +508,10 @@ def render_text(result: dict) -> str:
                      f"{figure['steps']} steps): " + " · ".join(
                          f"M={m} {figure[m]['lockstep_s']:.1f} / {figure[m]['separate_s']:.1f} s "
                          f"({figure[m]['ratio']:.2f}×)" for m in sizes))
+    if "prepare" in result:
+        p = result["prepare"]
+        lines.append(f"preparing {p['images']} 256² JPEGs: {p['images_per_s']:.0f} images/s, cache {p['cache_mb']:.0f} MB "
+                     f"= {p['cache_to_decoded']:.2f}× the decoded uint8 images")
     lines += [f"planning {result['plan_jobs']} jobs: {result['plan_1000_jobs_s']:.3f} s",
               f"import kdbench: {result['import_s']:.2f} s · kdbench --help: {result['help_s']:.2f} s"]
     return "\n".join(lines)
@@ -474,7 +531,14 @@ def figures_markdown(folder: str | Path = FIGURES) -> str:
             + " | ".join(_cell(r["steps"][m]) for m in METHODS)
             + f" | {r['plan_1000_jobs_s']:.2f} s ({r['plan_jobs']} jobs) | {r['import_s']:.2f} s | {r['help_s']:.2f} s |"
             for r in results]
-    return "\n".join(head + rows + lockstep_markdown(results))
+    prepared = [f"| {r['device_name']} | {r['date'][:10]} | {p['images']} | {p['workers']} | {p['images_per_s']:.0f} | "
+                f"{p['cache_mb']:.0f} MB | {p['decoded_mb']:.0f} MB | {p['cache_to_decoded']:.2f}× |"
+                for r in results for p in [r.get("prepare")] if p]
+    if prepared:
+        prepared = ["", "Preparing a folder of 256² RGB JPEGs (dataset `folder`, image size 256):", "",
+                    "| machine | measured | images | workers | images/s | cache | decoded uint8 | cache / decoded |",
+                    "|---" * 8 + "|", *prepared]
+    return "\n".join(head + rows + lockstep_markdown(results) + prepared)
 
 
 def lockstep_markdown(results: list[dict]) -> list[str]:

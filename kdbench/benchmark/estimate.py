@@ -228,8 +228,13 @@ def estimate_lines(estimate: Estimate, budget: str, device_name: str, workers: i
         return []
     total = human(estimate.seconds / max(1, workers))
     share = f", {workers} workers" if workers > 1 else ""
-    left_out = f"; {estimate.unknown} job(s) not estimated (data not prepared yet, or a step failed)" if estimate.unknown else ""
-    lines = [f"estimated time: {total} on {device_name} ({jobs} jobs{share}{left_out})"]
+    if estimate.unknown:  # never a total that leaves jobs out: the known part is a lower bound
+        known = jobs - estimate.unknown
+        total = f"unknown: {estimate.unknown} of {jobs} jobs cannot be estimated yet (data not prepared, or a step " \
+                f"failed)" + (f"; the other {known} take {total}" if known else "")
+        lines = [f"estimated time: {total} on {device_name}{share}"]
+    else:
+        lines = [f"estimated time: {total} on {device_name} ({jobs} jobs{share})"]
     if budget == "paper" and estimate.device_type == "cpu":
         lines.append(f"[yellow]warning:[/] budget paper on a CPU: {jobs} jobs, estimated {total}. For a first look "
                      "use --budget quick or --budget smoke; for the paper's numbers run on a GPU "

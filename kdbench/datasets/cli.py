@@ -99,6 +99,7 @@ def prepare(
 ) -> None:
     """Decode, check and preprocess a dataset once into the cache ($KDBENCH_CACHE or ~/.cache/kdbench)."""
     from kdbench.datasets.prepare import prepare_dataset
+    from kdbench.datasets.progress import PrepareProgress
 
     try:
         with notes():
@@ -106,8 +107,12 @@ def prepare(
         with _progress() as bar:
             task = bar.add_task(f"prepare {name}", total=None, case="")
 
+            plain = PrepareProgress(name)  # lines every few seconds where the bar is not shown
+
             def tick(done: int, total: int, case_id: str) -> None:
                 bar.update(task, completed=done, total=total, case=case_id)
+                if not err.is_terminal:
+                    plain(done, total, case_id)
 
             folder = prepare_dataset(dataset, progress=tick, workers=workers)
             prepared = bar.tasks[0].completed if bar.tasks[0].total is not None else 0
