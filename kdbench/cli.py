@@ -380,9 +380,15 @@ def main(argv: list[str] | None = None) -> None:
     (grid, option, data) · 130 interrupted.  Errors are one line on stderr; an
     unexpected internal error also prints one line, and its traceback only when
     ``KDBENCH_DEBUG=1``.
+
+    OpenMP threads sleep instead of spin-waiting (``OMP_WAIT_POLICY=PASSIVE``) unless the
+    environment says otherwise, set here before torch loads; worker processes inherit it.
+    Measured on 2 cores (U-Net ×0.25 teacher step, 64², batch 8): idle, 164 ms with the default
+    against 169 ms passive; beside one busy process, 548 ms against 279 ms (1 thread: 261 ms).
     """
     import os
 
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         code = app(args=argv, standalone_mode=False)
     except KdbenchError as exc:

@@ -66,7 +66,10 @@ def test_quickstart_on_slurm_equals_local(slurm_cluster, tmp_path):
     local_dir, slurm_dir = tmp_path / "local" / "quickstart" / "smoke", tmp_path / "slurm" / "quickstart" / "smoke"
 
     submitted = json.loads((slurm_dir / ".slurm" / "jobs.json").read_text())
-    assert set(submitted) == set(_jobs(local_dir)) == set(_jobs(slurm_dir))  # one Slurm job per kdbench job
+    assert set(submitted) == set(_jobs(local_dir)) == set(_jobs(slurm_dir))  # every kdbench job has its Slurm job
+    students = [k for k in submitted if k.startswith(("student-tinyunet_kd-", "student-tinyunet_at-"))]
+    assert len(students) == 2 and len({submitted[k] for k in students}) == 1  # a lockstep group is one Slurm job
+    assert len(set(submitted.values())) == len(submitted) - 1
     assert set(_sacct_states(submitted.values()).values()) == {"COMPLETED"}
     for path in _jobs(slurm_dir).values():
         assert json.loads(path.read_text())["threads"] == 1

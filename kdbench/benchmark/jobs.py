@@ -371,7 +371,8 @@ def execute_job(job, store: RunStore, device: torch.device, progress=lambda step
 def _write_record(job, out: Path, summary: dict, device: torch.device, started: float, **extra) -> None:
     """``job.json``: the job, its summary, where and with what it ran, when and for how long."""
     record = {**job.to_dict(), "summary": summary, "device": device_name(device),
-              "threads": torch.get_num_threads(), "torch": torch.__version__,
+              "threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+              "torch": torch.__version__,
               "environment": environment_drift()["differs"], "started": started,
               "seconds": round(time.time() - started, 3), **extra}
     write_atomic(out / "job.json", json.dumps(record, indent=2, default=str))
