@@ -62,6 +62,7 @@ def test_bare_command_shows_help_and_exits_0():
     assert result.returncode == 0 and "Usage" in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_failed_jobs_exit_1_with_plain_progress_lines_and_recorded_threads(write_grid, tmp_path):
     """A job whose loss is infinite fails; the rest finishes; exit 1; piped stderr gets a line per job."""
     grid = write_grid(tiny_grid(students=[{"name": "enet", "width": 0.125}], teachers=[{"name": "tinyunet"}],

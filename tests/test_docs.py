@@ -14,6 +14,7 @@ import yaml
 from conftest import ROOT, run_cli, tiny_grid
 
 
+@pytest.mark.slow
 def test_site_builds_with_generated_pages(tmp_path):
     runs = tmp_path / "runs"
     grid = tmp_path / "tiny.yaml"

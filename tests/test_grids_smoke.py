@@ -12,7 +12,8 @@ from kdbench.leaderboards.render import leaderboard_blocks
 from conftest import ROOT
 
 
-@pytest.mark.parametrize("name", ["table3", pytest.param("all_methods", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", [pytest.param("table3", marks=pytest.mark.slow),
+                                  pytest.param("all_methods", marks=pytest.mark.slow)])
 def test_grid_smoke_has_one_finite_row_per_method(name, tmp_path):
     grid = load_grid(ROOT / "tables" / f"{name}.yaml", dataset="phantom")
     result = run_grid(grid, tmp_path, budget="smoke")

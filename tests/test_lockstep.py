@@ -106,6 +106,7 @@ def test_one_teacher_forward_per_batch(monkeypatch):
     assert len(calls) == 2
 
 
+@pytest.mark.slow
 def test_a_diverging_student_fails_alone(tmp_path):
     methods = ["none", "kd", {"name": "kd", "weight": 1e38, "label": "kd_diverges"}, "at"]
     grid = tmp_path / "grid.yaml"

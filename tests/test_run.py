@@ -84,6 +84,7 @@ def test_student_log_has_named_terms_and_checkpoint_is_weights_only(finished_run
     assert all(not key.startswith(("adapter", "method")) for key in state)
 
 
+@pytest.mark.slow
 def test_second_run_trains_nothing_and_prints_the_same_table(finished_run):
     grid, run_dir, first = finished_run
     before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir() if (p / "job.json").is_file()}
@@ -124,6 +125,7 @@ def test_failed_job_is_reported_and_others_finish(write_grid, tmp_path):
     assert any(result.plan.job(j).meta.get("method") == "none" for j in result.done)
 
 
+@pytest.mark.slow
 def test_kill_9_loses_at_most_the_job_in_flight(write_grid, tmp_path):
     path = write_grid(tiny_grid(methods=["none", "kd", "at"],
                                 train={"epochs": 1, "batch_size": 2, "image_size": 32, "max_steps": 12}))

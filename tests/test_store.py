@@ -46,6 +46,7 @@ def _render_many(run_dir: str) -> list[str]:
     return errors
 
 
+@pytest.mark.slow
 def test_concurrent_renders_of_one_run_all_succeed(tmp_path):
     run = make_run(tmp_path / "run", seeds=(0, 1))
     with multiprocessing.get_context("fork").Pool(8) as pool:

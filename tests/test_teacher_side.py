@@ -65,6 +65,7 @@ def test_diverse_ensemble_trains_every_architecture_with_each_loss(write_grid):
     assert sorted(members) == [("ens-dilated", "ce"), ("ens-dilated", "dice"), ("tinyunet", "ce"), ("tinyunet", "dice")]
 
 
+@pytest.mark.slow
 def test_ensemble_run_evaluates_the_ensemble_and_reruns_nothing(write_grid, tmp_path):
     grid = load_grid(write_grid(tiny_grid(methods=["none", {"name": "ensemble", "k": 2, "label": "distilled(U)"}])))
     result = run_grid(grid, tmp_path)
@@ -90,6 +91,7 @@ def test_ensemble_run_evaluates_the_ensemble_and_reruns_nothing(write_grid, tmp_
     assert before == jobs()
 
 
+@pytest.mark.slow
 def test_plckd_team_trains_and_students_learn_from_it(write_grid, tmp_path):
     grid = load_grid(write_grid(_team_grid(students=[{"name": "tinyunet", "width": 0.5}])))
     result = run_grid(grid, tmp_path)

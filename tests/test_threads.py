@@ -19,6 +19,7 @@ def policies(tmp_path, env: dict) -> set:
     return {json.loads(p.read_text()).get("omp_wait_policy") for p in (out / "tiny" / "paper").glob("*/job.json")}
 
 
+@pytest.mark.slow
 def test_the_console_script_makes_openmp_threads_sleep(tmp_path, monkeypatch):
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     assert policies(tmp_path, {}) == {"PASSIVE"}
