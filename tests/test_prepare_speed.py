@@ -86,10 +86,12 @@ def test_a_short_preparation_prints_nothing(monkeypatch):
 
 @pytest.mark.slow
 def test_preparation_tells_its_progress_under_nohup(tmp_path):
-    root = write_jpeg_folder(tmp_path / "data", 600)
+    # enough images to take longer than the quiet start (QUIET) even at ~500 images/s
+    root = write_jpeg_folder(tmp_path / "data", 2500)
     result = run_cli("datasets", "prepare", "folder", "--root", str(root), "--image-size", "256",
                      env={"KDBENCH_CACHE": str(tmp_path / "cache")})
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("preparing folder: ")]
-    assert lines and lines[-1].startswith("preparing folder: 600/600 cases") and lines[-1].endswith("· done")
+    assert lines and lines[-1].startswith("preparing folder: 2500/2500 cases") and lines[-1].endswith("· done"), \
+        result.stderr
     assert "Traceback" not in result.stderr
